@@ -1,0 +1,134 @@
+"""The jobs API: submit, fetch, list, cancel."""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Annotated, Any, Literal
+
+import orjson
+from fastapi import APIRouter, Depends, Header, Query, Request, Response
+from pydantic import TypeAdapter, ValidationError
+
+from aijobs.api.deps import Services, services, tenant
+from aijobs.api.views import job_view
+from aijobs.errors import Conflict, InvalidRequest, NotFound
+from aijobs.jobs import TERMINAL, Job, JobStatus, is_job_id
+from aijobs.store import IdempotencyConflict
+from aijobs.types import JOB_TYPES, JobRequest
+
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+_REQUEST = TypeAdapter[JobRequest](JobRequest)
+Svc = Annotated[Services, Depends(services)]
+Tenant = Annotated[str, Depends(tenant)]
+
+
+def _json(payload: Any, status_code: int) -> Response:
+    return Response(orjson.dumps(payload), status_code, media_type="application/json")
+
+
+def request_schema(ref_template: str) -> dict[str, Any]:
+    """The JSON schema of a ``POST /v1/jobs`` body, for the OpenAPI document."""
+    return _REQUEST.json_schema(ref_template=ref_template)
+
+
+def parse_job_request(body: bytes) -> JobRequest:
+    """Validate a ``POST /v1/jobs`` body; the error names the first offending field."""
+    try:
+        return _REQUEST.validate_json(body)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        loc = [str(p) for p in err["loc"]]
+        if loc and loc[0] in JOB_TYPES:  # pydantic puts the discriminator value first
+            loc = loc[1:]
+        param = ".".join(loc) or None
+        message = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "json_invalid":
+            message, param = "the body is not valid JSON", None
+        elif err["type"] in ("union_tag_invalid", "union_tag_not_found"):
+            message, param = f"must be one of: {', '.join(JOB_TYPES)}", "type"
+        elif err["type"] == "model_attributes_type" and not loc:
+            message = "the body must be a JSON object"
+        raise InvalidRequest(f"{param}: {message}" if param else message, param=param) from None
+
+
+@router.post("", status_code=202, summary="Submit a job")
+async def submit(
+    request: Request,
+    svc: Svc,
+    owner: Tenant,
+    idempotency_key: Annotated[str | None, Header(max_length=255)] = None,
+) -> Response:
+    """Validate, write the record, enqueue its id. ``Idempotency-Key`` makes retries safe."""
+    job_request = parse_job_request(await request.body())
+    feature = svc.routing.feature_for(job_request.type, job_request.feature)
+    canonical = job_request.model_dump_json(by_alias=True, exclude_none=True).encode()
+    idempotency = None
+    if idempotency_key is not None:
+        key_hash = hashlib.sha256(idempotency_key.encode()).hexdigest()
+        idempotency = (key_hash, hashlib.sha256(canonical).hexdigest())
+    try:
+        created = await svc.store.create(
+            tenant=owner,
+            type=job_request.type,
+            feature=feature.name,
+            lane=feature.lane,
+            input=job_request.input.model_dump(mode="json", by_alias=True, exclude_none=True),
+            metadata=job_request.metadata,
+            idempotency=idempotency,
+        )
+    except IdempotencyConflict as exc:
+        raise Conflict(
+            f"Idempotency-Key was already used with a different body (job {exc.job_id})",
+            param="Idempotency-Key",
+        ) from None
+    if created.created:
+        await svc.queue.enqueue(created.job.id, feature.lane)
+    view = await job_view(created.job, svc.blobs, svc.settings.blob_url_ttl_s)
+    return _json(view, 202 if created.created else 200)
+
+
+async def _owned(svc: Services, job_id: str, owner: str) -> Job:
+    job = await svc.store.get(job_id, owner) if is_job_id(job_id) else None
+    if job is None:
+        raise NotFound(f"no job {job_id!r}", param="id")
+    return job
+
+
+@router.get("/{job_id}", summary="Fetch a job")
+async def get_job(job_id: str, svc: Svc, owner: Tenant) -> Response:
+    job = await _owned(svc, job_id, owner)
+    return _json(await job_view(job, svc.blobs, svc.settings.blob_url_ttl_s), 200)
+
+
+@router.get("", summary="List jobs, newest first")
+async def list_jobs(
+    svc: Svc,
+    owner: Tenant,
+    status: JobStatus | None = None,
+    type: Literal["chat", "embed", "rerank", "image", "speech", "video"] | None = None,
+    feature: Annotated[str | None, Query(max_length=64)] = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 20,
+    after: Annotated[str | None, Query(description="The cursor from the previous page.")] = None,
+) -> Response:
+    if after is not None and not is_job_id(after):
+        raise InvalidRequest("after: not a job id cursor", param="after")
+    filters = {k: v for k, v in {"status": status, "type": type, "feature": feature}.items() if v is not None}
+    jobs, cursor = await svc.store.page(owner, limit=limit, after=after, filters=filters)
+    ttl_s = svc.settings.blob_url_ttl_s
+    data = [await job_view(job, svc.blobs, ttl_s) for job in jobs]
+    return _json({"object": "list", "data": data, "has_more": cursor is not None, "next_after": cursor}, 200)
+
+
+@router.post("/{job_id}/cancel", summary="Cancel a job")
+async def cancel(job_id: str, svc: Svc, owner: Tenant) -> Response:
+    """A queued job never runs; a running one is marked canceled and its result discarded."""
+    job = await _owned(svc, job_id, owner)
+    fields = {"error": {"code": "gateway_canceled", "message": "canceled by the caller"}}
+    result = await svc.store.transition(job.id, JobStatus.CANCELED, fields=fields, want_record=True)
+    if not result.ok or result.job is None:
+        state = result.previous.value if result.previous else "gone"
+        raise Conflict(f"job {job.id} is already {state}", param="id")
+    if result.previous is JobStatus.QUEUED:
+        await svc.queue.discard(job.id, job.lane)
+    assert result.job.status in TERMINAL
+    return _json(await job_view(result.job, svc.blobs, svc.settings.blob_url_ttl_s), 200)

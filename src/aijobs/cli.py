@@ -1,0 +1,165 @@
+"""The ``aijobs`` command: ``run | api | worker | keys | routing``.
+
+``aijobs run`` is the development supervisor behind ``make run``: embedded Redis (unless
+``REDIS_URL`` is set), the local blob store, the simulator routing, then the API and one worker as
+child processes. Ctrl-C stops them all; children also die with the supervisor (PR_SET_PDEATHSIG), so
+nothing is left behind.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import cast
+
+from aijobs.errors import ConfigError
+from aijobs.routing.config import LANES, LaneName
+from aijobs.settings import Settings
+
+log = logging.getLogger("aijobs")
+
+
+def _configure_logging(level: str) -> None:
+    logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+def _use_uvloop() -> None:
+    try:
+        import uvloop
+    except ImportError:  # uvloop is Linux/macOS only; asyncio's loop works everywhere
+        return
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+
+
+def cmd_api(args: argparse.Namespace, settings: Settings) -> int:
+    import uvicorn
+
+    from aijobs.api.app import create_app
+    from aijobs.routing import load_policy
+
+    routing = load_policy(settings.routing_file, dict(os.environ))
+    for warning in routing.warnings:
+        log.warning("%s", warning)
+    app = create_app(settings, routing)
+    uvicorn.run(
+        app, host=args.host or settings.host, port=args.port or settings.port,
+        loop="uvloop", http="httptools",
+        log_level=settings.log_level.lower(), access_log=args.access_log, timeout_graceful_shutdown=10,
+    )  # fmt: skip
+    return 0
+
+
+def parse_lanes(text: str) -> list[LaneName]:
+    lanes = [lane.strip() for lane in text.split(",") if lane.strip()]
+    unknown = [lane for lane in lanes if lane not in LANES]
+    if unknown or not lanes:
+        raise ConfigError(f"--lanes: unknown lane(s) {unknown or text!r}; lanes are {', '.join(LANES)}")
+    return [cast(LaneName, lane) for lane in dict.fromkeys(lanes)]
+
+
+def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
+    from aijobs.routing import load_policy
+    from aijobs.worker import serve
+
+    lanes = parse_lanes(args.lanes)
+    routing = load_policy(settings.routing_file, dict(os.environ))
+    for warning in routing.warnings:
+        log.warning("%s", warning)
+    _use_uvloop()
+    asyncio.run(serve(settings, routing, lanes, dict(os.environ)))
+    return 0
+
+
+def cmd_keys_create(args: argparse.Namespace, settings: Settings) -> int:
+    from redis.asyncio import Redis
+
+    from aijobs.apikeys import ApiKeys
+
+    async def create() -> str:
+        redis = Redis.from_url(settings.redis_url)
+        try:
+            return await ApiKeys(redis).create(args.tenant, args.name)
+        finally:
+            await redis.aclose()
+
+    try:
+        key = asyncio.run(create())
+    except ValueError as exc:
+        print(f"aijobs: {exc}", file=sys.stderr)
+        return 2
+    print(key)
+    print(f"# tenant {args.tenant}: store this key now; it cannot be shown again", file=sys.stderr)
+    return 0
+
+
+def cmd_routing_check(args: argparse.Namespace, settings: Settings) -> int:
+    from aijobs.routing import load_policy
+
+    routing = load_policy(Path(args.file) if args.file else settings.routing_file, dict(os.environ))
+    for warning in routing.warnings:
+        print(f"warning: {warning}")
+    for feature in routing.features.values():
+        targets = " → ".join(str(t) for t in feature.targets)
+        print(f"{feature.name:<16} {feature.type:<7} {feature.lane:<12} {targets}")
+    return 0
+
+
+def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
+    from aijobs.devserver import DevServer
+
+    return DevServer(settings, port=args.port, data_dir=Path(args.data_dir)).run()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="aijobs", description="Async AI job processor.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="start everything for development (embedded Redis, API, worker)")
+    run.add_argument("--port", type=int, default=None, help="API port (default AIJOBS_PORT or 8000)")
+    run.add_argument("--data-dir", default=".aijobs", help="where dev Redis data and blobs live")
+    run.set_defaults(func=cmd_run)
+
+    api = sub.add_parser("api", help="serve the HTTP API")
+    api.add_argument("--host", default=None)
+    api.add_argument("--port", type=int, default=None)
+    api.add_argument("--access-log", action="store_true")
+    api.set_defaults(func=cmd_api)
+
+    worker = sub.add_parser("worker", help="run jobs from one or more lanes")
+    worker.add_argument("--lanes", default=",".join(LANES), help="comma-separated: interactive,media,batch")
+    worker.set_defaults(func=cmd_worker)
+
+    keys = sub.add_parser("keys", help="manage API keys").add_subparsers(dest="keys_command", required=True)
+    create = keys.add_parser("create", help="create a key for a tenant and print it once")
+    create.add_argument("--tenant", required=True)
+    create.add_argument("--name", default="", help="a label for the key")
+    create.set_defaults(func=cmd_keys_create)
+
+    routing = sub.add_parser("routing", help="routing policy tools").add_subparsers(
+        dest="routing_command", required=True
+    )
+    check = routing.add_parser("check", help="validate a routing file and print the resolved routes")
+    check.add_argument("file", nargs="?", help="default: AIJOBS_ROUTING_FILE or routing.toml")
+    check.set_defaults(func=cmd_routing_check)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        settings = Settings()
+        _configure_logging(settings.log_level)
+        return int(args.func(args, settings))
+    except ConfigError as exc:
+        print(f"aijobs: configuration error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,68 @@
+"""The adapter seam: one class per (kind, job type) with one method, ``run(model, request)``.
+
+Adapters only translate: request → wire call, wire answer → result, wire error → an error from
+:mod:`aijobs.errors`. They never retry, fall back, touch Redis or store media; the Router and the
+worker do that. Each adapter declares ``Options``, the pydantic model its per-model settings in
+``routing.toml`` (``[providers.NAME.models.MODEL]``) must satisfy, checked once at startup.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, ClassVar, Protocol
+
+import httpx2
+from pydantic import BaseModel, ConfigDict
+
+from aijobs.routing.config import ProviderConfig
+from aijobs.types.chat import ChatResult
+from aijobs.types.common import Media, Usage
+from aijobs.types.embed import EmbedResult
+from aijobs.types.rerank import RerankResult
+
+
+class NoOptions(BaseModel):
+    """Per-model options for adapters that take none."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+@dataclass(frozen=True, slots=True)
+class MediaResult:
+    """What a media adapter returns: the files, and what they cost in units."""
+
+    items: list[Media]
+    model: str
+    usage: Usage
+
+
+Result = ChatResult | EmbedResult | RerankResult | MediaResult
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderContext:
+    """What an adapter is built with: its provider's name and config, key, and the shared client."""
+
+    name: str
+    config: ProviderConfig
+    api_key: str | None
+    http: httpx2.AsyncClient
+    model_options: Mapping[str, BaseModel]
+
+
+class Adapter(Protocol):
+    """One job type for one kind. Built once per provider at startup."""
+
+    Options: ClassVar[type[BaseModel]]
+
+    def __init__(self, context: ProviderContext) -> None: ...
+
+    async def run(self, model: str, request: Any) -> Result:
+        """Run ``request`` (the job type's input model) on ``model``; raise a ProviderError on failure."""
+        ...
+
+
+def options_for(context: ProviderContext, model: str, default: BaseModel) -> Any:
+    """The validated options for ``model``, or ``default`` when the file gave none."""
+    return context.model_options.get(model, default)

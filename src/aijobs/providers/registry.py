@@ -1,0 +1,45 @@
+"""The adapter registry: (kind, job type) → adapter class. Adding a provider is one line here.
+
+The table is read-only; :func:`build_adapters` instantiates one adapter per (provider, job type) at
+startup with the shared HTTP client.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from types import MappingProxyType
+
+import httpx2
+
+from aijobs.providers import sim
+from aijobs.providers.base import Adapter, ProviderContext
+from aijobs.routing.policy import Routing
+
+ADAPTERS: Mapping[tuple[str, str], type[Adapter]] = MappingProxyType(
+    {
+        ("sim", "chat"): sim.SimChat,
+        ("sim", "embed"): sim.SimEmbed,
+        ("sim", "rerank"): sim.SimRerank,
+        ("sim", "image"): sim.SimImage,
+        ("sim", "speech"): sim.SimSpeech,
+        ("sim", "video"): sim.SimVideo,
+    }
+)
+
+
+def build_adapters(
+    routing: Routing, http: httpx2.AsyncClient, env: Mapping[str, str]
+) -> dict[tuple[str, str], Adapter]:
+    """One adapter per (enabled provider, job type its features use)."""
+    adapters: dict[tuple[str, str], Adapter] = {}
+    for feature in routing.features.values():
+        for target in feature.targets:
+            key = (target.provider, feature.type)
+            if key in adapters:
+                continue
+            provider = routing.providers[target.provider]
+            cls = ADAPTERS[(provider.config.kind, feature.type)]
+            api_key = env.get(provider.config.api_key_env) if provider.config.api_key_env else None
+            context = ProviderContext(target.provider, provider.config, api_key, http, provider.model_options)
+            adapters[key] = cls(context)
+    return adapters

@@ -1,0 +1,92 @@
+"""Enqueueing over arq, one queue per lane. The only module that imports arq.
+
+arq carries nothing but job ids (JSON-serialised): the record in :mod:`aijobs.store` is the truth
+and arq is the delivery. Enqueueing uses the job id as arq's job id, so enqueueing the same job
+twice while it waits is a no-op; that makes the recovery sweep (re-enqueue what looks stuck) safe.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import orjson
+from arq import Worker
+from arq.connections import ArqRedis, RedisSettings, create_pool
+
+from aijobs.routing.config import LaneConfig
+
+RUN_JOB = "run_job"
+WorkerFunction = Callable[..., Awaitable[Any]]
+
+
+def queue_name(lane: str) -> str:
+    return f"aijobs:lane:{lane}"
+
+
+def _dumps(value: Any) -> bytes:
+    return orjson.dumps(value)
+
+
+def redis_settings(url: str) -> RedisSettings:
+    return RedisSettings.from_dsn(url)
+
+
+class JobQueue:
+    """Puts job ids on lanes."""
+
+    def __init__(self, pool: ArqRedis) -> None:
+        self._pool = pool
+
+    @classmethod
+    async def connect(cls, redis_url: str) -> JobQueue:
+        pool = await create_pool(
+            redis_settings(redis_url), job_serializer=_dumps, job_deserializer=orjson.loads
+        )
+        return cls(pool)
+
+    async def enqueue(self, job_id: str, lane: str, defer_s: float = 0) -> bool:
+        """Queue ``job_id`` on ``lane``; ``False`` when it is already waiting there."""
+        job = await self._pool.enqueue_job(
+            RUN_JOB, job_id, _job_id=job_id, _queue_name=queue_name(lane), _defer_by=defer_s or None
+        )
+        return job is not None
+
+    async def discard(self, job_id: str, lane: str) -> None:
+        """Take a waiting job off its lane (a canceled job need not even be picked up)."""
+        async with self._pool.pipeline(transaction=True) as pipe:
+            pipe.zrem(queue_name(lane), job_id)
+            pipe.delete(f"arq:job:{job_id}")
+            await pipe.execute()
+
+    async def depth(self, lane: str) -> int:
+        return int(await self._pool.zcard(queue_name(lane)))
+
+    async def close(self) -> None:
+        await self._pool.aclose(close_connection_pool=True)
+
+
+def lane_worker_options(
+    lane: str, config: LaneConfig, run_job: WorkerFunction, redis_url: str
+) -> dict[str, Any]:
+    """arq Worker settings for one lane, tuned by ``config`` (arq's defaults cap throughput)."""
+    return {
+        "functions": [run_job],
+        "queue_name": queue_name(lane),
+        "redis_settings": redis_settings(redis_url),
+        "max_jobs": config.max_jobs,
+        "poll_delay": config.poll_delay_s,
+        "job_timeout": config.job_timeout_s + 10,  # the worker enforces its own deadline first
+        "keep_result": 0,  # the job record is the result; arq's copy would be a second write
+        "max_tries": 5,
+        "job_serializer": _dumps,
+        "job_deserializer": orjson.loads,
+        "log_results": False,
+    }
+
+
+def lane_worker(
+    lane: str, config: LaneConfig, run_job: WorkerFunction, ctx: dict[str, Any], redis_url: str
+) -> Worker:
+    """An arq Worker for one lane; signals are the caller's to handle."""
+    return Worker(**lane_worker_options(lane, config, run_job, redis_url), ctx=ctx, handle_signals=False)

@@ -1,0 +1,147 @@
+"""The ``routing.toml`` schema and its loader.
+
+Loading happens once at startup and fails with a :class:`~aijobs.errors.ConfigError` whose message
+names the offending key (``features.coding.route[1]: unknown provider 'opnai'``). The result is
+immutable and passed explicitly to whoever needs it.
+
+Checks that need the adapter registry (does this kind serve this job type? are a model's options
+valid?) and the environment (is the provider's key set?) happen in :func:`aijobs.routing.resolve`.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from aijobs.errors import ConfigError
+from aijobs.types import FEATURE_PATTERN, JOB_TYPES, JobType
+
+LaneName = Literal["interactive", "media", "batch"]
+LANES: tuple[LaneName, ...] = ("interactive", "media", "batch")
+
+
+class _Config(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class LaneConfig(_Config):
+    """arq settings for one lane's queue. arq's defaults (10 jobs, 0.5 s poll) cap throughput."""
+
+    max_jobs: int = Field(default=1000, ge=1, le=100_000)
+    poll_delay_s: float = Field(default=0.05, gt=0, le=5)
+    job_timeout_s: float = Field(default=300, gt=0, le=24 * 3600)
+
+
+_DEFAULT_LANES = {
+    "interactive": LaneConfig(max_jobs=6000, poll_delay_s=0.01, job_timeout_s=120),
+    "media": LaneConfig(max_jobs=2000, poll_delay_s=0.05, job_timeout_s=600),
+    "batch": LaneConfig(max_jobs=500, poll_delay_s=0.25, job_timeout_s=900),
+}
+
+
+class ProviderConfig(_Config):
+    """An upstream account. ``models`` holds per-model options validated by the kind's adapters."""
+
+    kind: str = Field(min_length=1)
+    preset: str | None = None
+    base_url: str | None = Field(default=None, pattern=r"^https?://")
+    api_key_env: str | None = Field(default=None, pattern=r"^[A-Z_][A-Z0-9_]*$")
+    models: dict[str, dict[str, Any]] = Field(default_factory=dict)
+
+
+class FeatureConfig(_Config):
+    """A product use: which job type it serves, on which lane, through which ordered targets."""
+
+    type: JobType
+    lane: LaneName | None = None
+    route: list[str] = Field(min_length=1, max_length=32)
+    timeout_s: float = Field(default=60, gt=0, le=3600, description="Per attempt.")
+    deadline_s: float | None = Field(default=None, gt=0, le=24 * 3600, description="Whole job.")
+    description: str = ""
+
+    @field_validator("route")
+    @classmethod
+    def _target_shape(cls, route: list[str]) -> list[str]:
+        for i, target in enumerate(route):
+            provider, sep, model = target.partition(":")
+            if not (sep and provider and model):
+                raise ValueError(f"route[{i}] {target!r} must be 'provider:model'")
+        if len(set(route)) != len(route):
+            raise ValueError("route lists a target twice")
+        return route
+
+    def lane_name(self) -> LaneName:
+        """The lane: explicit, else ``media`` for media job types and ``interactive`` for the rest."""
+        if self.lane is not None:
+            return self.lane
+        return "media" if self.type in ("image", "speech", "video") else "interactive"
+
+
+class RoutingConfig(_Config):
+    """The whole file. ``defaults`` maps every job type to the feature used when a job names none."""
+
+    lanes: dict[LaneName, LaneConfig] = Field(default_factory=dict)
+    providers: dict[str, ProviderConfig] = Field(min_length=1)
+    features: dict[str, FeatureConfig] = Field(min_length=1)
+    defaults: dict[JobType, str] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _references(self) -> RoutingConfig:
+        for name, feature in self.features.items():
+            _check_feature(name, feature, self.providers)
+        for job_type in JOB_TYPES:
+            feature_name = self.defaults.get(job_type)
+            if feature_name is None:
+                raise ValueError(f"defaults.{job_type}: every job type needs a default feature")
+            default = self.features.get(feature_name)
+            if default is None:
+                raise ValueError(f"defaults.{job_type}: unknown feature {feature_name!r}")
+            if default.type != job_type:
+                raise ValueError(f"defaults.{job_type}: feature {feature_name!r} serves {default.type}")
+        return self
+
+    def lane(self, name: LaneName) -> LaneConfig:
+        return self.lanes.get(name) or _DEFAULT_LANES[name]
+
+
+def _check_feature(name: str, feature: FeatureConfig, providers: dict[str, ProviderConfig]) -> None:
+    if not re.match(FEATURE_PATTERN, name):
+        raise ValueError(f"features.{name}: a feature name is lowercase letters, digits, '-' and '_'")
+    for i, target in enumerate(feature.route):
+        provider = target.partition(":")[0]
+        if provider not in providers:
+            raise ValueError(f"features.{name}.route[{i}]: unknown provider {provider!r}")
+    if feature.type == "embed" and len({t.partition(":")[2] for t in feature.route}) > 1:
+        # Vectors from different models live in different spaces; a fallback would silently
+        # corrupt the caller's index.
+        raise ValueError(f"features.{name}.route: an embed route must use one model throughout")
+
+
+def parse_routing(text: str, source: str = "routing.toml") -> RoutingConfig:
+    """Parse and validate routing TOML text; errors name the key and the file."""
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{source}: not valid TOML: {exc}") from exc
+    try:
+        return RoutingConfig.model_validate(raw)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            key = ".".join(str(p) for p in err["loc"])
+            message = err["msg"].removeprefix("Value error, ")
+            problems.append(f"{key}: {message}" if key else message)
+        raise ConfigError(f"{source}: " + "; ".join(problems)) from exc
+
+
+def load_routing(path: Path) -> RoutingConfig:
+    """Read and validate a routing file."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read routing file {path}: {exc.strerror}") from exc
+    return parse_routing(text, str(path))

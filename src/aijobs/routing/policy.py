@@ -1,0 +1,127 @@
+"""The resolved routing policy: features with their enabled targets, checked against the registry.
+
+:func:`resolve` turns a parsed :class:`~aijobs.routing.config.RoutingConfig` into a
+:class:`Routing` once at startup. A provider whose key variable is unset is disabled with a warning;
+a feature left with no enabled target, a kind with no adapter for a feature's type, or invalid model
+options are startup errors naming the key.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+from pydantic import BaseModel, ValidationError
+
+from aijobs.errors import ConfigError, InvalidRequest
+from aijobs.routing.config import FeatureConfig, LaneName, ProviderConfig, RoutingConfig
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    provider: str
+    model: str
+
+    def __str__(self) -> str:
+        return f"{self.provider}:{self.model}"
+
+
+@dataclass(frozen=True, slots=True)
+class Feature:
+    name: str
+    type: str
+    lane: LaneName
+    targets: tuple[Target, ...]
+    timeout_s: float
+    deadline_s: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class EnabledProvider:
+    config: ProviderConfig
+    model_options: dict[str, BaseModel]
+
+
+@dataclass(frozen=True, slots=True)
+class Routing:
+    """What workers and the API route by. Immutable; built once by :func:`resolve`."""
+
+    config: RoutingConfig
+    features: Mapping[str, Feature]
+    providers: Mapping[str, EnabledProvider]
+    warnings: tuple[str, ...] = field(default=())
+
+    def feature_for(self, job_type: str, name: str | None) -> Feature:
+        """The feature a job runs under; ``None`` means the type's default. Raises InvalidRequest."""
+        if name is None:
+            name = self.config.defaults[job_type]  # type: ignore[index]
+        feature = self.features.get(name)
+        if feature is None:
+            known = ", ".join(sorted(f for f, v in self.features.items() if v.type == job_type))
+            raise InvalidRequest(f"unknown feature {name!r}; {job_type} features: {known}", param="feature")
+        if feature.type != job_type:
+            raise InvalidRequest(
+                f"feature {name!r} serves {feature.type} jobs, not {job_type}", param="feature"
+            )
+        return feature
+
+
+OptionsLookup = Callable[[str, str], type[BaseModel] | None]
+
+
+def resolve(config: RoutingConfig, env: Mapping[str, str], options_model: OptionsLookup) -> Routing:
+    """Check ``config`` against the environment and the adapter registry.
+
+    ``options_model(kind, job_type)`` returns the adapter's ``Options`` model, or ``None`` when the
+    kind has no adapter for that type.
+    """
+    warnings: list[str] = []
+    enabled: dict[str, EnabledProvider] = {}
+    for name, provider in config.providers.items():
+        if provider.api_key_env and not env.get(provider.api_key_env):
+            warnings.append(f"providers.{name}: disabled, {provider.api_key_env} is not set")
+            continue
+        enabled[name] = EnabledProvider(provider, {})
+    features = {
+        name: _resolve_feature(name, feature, config, enabled, options_model)
+        for name, feature in config.features.items()
+    }
+    return Routing(config, features, enabled, tuple(warnings))
+
+
+def _resolve_feature(
+    name: str,
+    feature: FeatureConfig,
+    config: RoutingConfig,
+    enabled: dict[str, EnabledProvider],
+    options_model: OptionsLookup,
+) -> Feature:
+    targets = []
+    for i, text in enumerate(feature.route):
+        provider_name, _, model = text.partition(":")
+        kind = config.providers[provider_name].kind
+        model_cls = options_model(kind, feature.type)
+        if model_cls is None:
+            raise ConfigError(
+                f"features.{name}.route[{i}]: provider {provider_name!r} (kind {kind!r}) "
+                f"has no {feature.type} adapter in this build"
+            )
+        provider = enabled.get(provider_name)
+        if provider is None:
+            continue
+        raw = provider.config.models.get(model)
+        if raw is not None and model not in provider.model_options:
+            try:
+                provider.model_options[model] = model_cls.model_validate(raw)
+            except ValidationError as exc:
+                err = exc.errors()[0]
+                key = ".".join(str(p) for p in err["loc"])
+                raise ConfigError(f"providers.{provider_name}.models.{model}.{key}: {err['msg']}") from exc
+        targets.append(Target(provider_name, model))
+    if not targets:
+        raise ConfigError(
+            f"features.{name}: no enabled target in route {feature.route} (provider keys unset?)"
+        )
+    return Feature(
+        name, feature.type, feature.lane_name(), tuple(targets), feature.timeout_s, feature.deadline_s
+    )

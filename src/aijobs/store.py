@@ -1,0 +1,291 @@
+"""Job records in Redis. The only code that knows key names (:class:`Keys`).
+
+Layout (prefix ``aijobs:``):
+
+- ``job:{id}``            hash: the record; scalar fields plus JSON fields (input, output, …)
+- ``jobs:{tenant}``       sorted set, all scores 0: the tenant's job ids in id (= time) order
+- ``idem:{tenant}:{h}``   string ``"{body_hash} {job_id}"`` for an Idempotency-Key, 24 h
+- ``pending``             sorted set of queued job ids by creation time, for recovery
+- ``apikey:{sha256}``     hash: the tenant an API key belongs to
+
+Creation and every status change are single Lua scripts: atomic, and one round trip each. A
+transition only happens from the statuses :data:`aijobs.jobs.ALLOWED_FROM` allows (compare-and-set).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from redis.asyncio import Redis
+
+from aijobs.jobs import ALLOWED_FROM, TERMINAL, Job, JobIds, JobStatus, new_job_id
+
+IDEMPOTENCY_TTL_S = 24 * 3600
+_JSON_FIELDS = ("input", "metadata", "output", "error", "attempts", "usage", "route")
+_FLOAT_FIELDS = ("created_at", "started_at", "finished_at")
+
+
+class Keys:
+    """Redis key names, in one place."""
+
+    prefix = "aijobs:"
+
+    @classmethod
+    def job(cls, job_id: str) -> str:
+        return f"{cls.prefix}job:{job_id}"
+
+    @classmethod
+    def tenant_jobs(cls, tenant: str) -> str:
+        return f"{cls.prefix}jobs:{tenant}"
+
+    @classmethod
+    def idempotency(cls, tenant: str, key_hash: str) -> str:
+        return f"{cls.prefix}idem:{tenant}:{key_hash}"
+
+    pending = "aijobs:pending"
+
+    @classmethod
+    def api_key(cls, key_hash: str) -> str:
+        return f"{cls.prefix}apikey:{key_hash}"
+
+
+# KEYS: job, tenant index, pending, idempotency ('' when none)
+# ARGV: id, created_ms, idem value, idem ttl, index cutoff id, field/value pairs…
+_CREATE = """
+if KEYS[4] ~= '' then
+  local existing = redis.call('GET', KEYS[4])
+  if existing then return existing end
+  redis.call('SET', KEYS[4], ARGV[3], 'EX', ARGV[4])
+end
+redis.call('HSET', KEYS[1], unpack(ARGV, 6))
+redis.call('ZREMRANGEBYLEX', KEYS[2], '-', '(' .. ARGV[5])
+redis.call('ZADD', KEYS[2], 0, ARGV[1])
+redis.call('ZADD', KEYS[3], ARGV[2], ARGV[1])
+return false
+"""
+
+# KEYS: job, pending   ARGV: to, allowed-from (",a,b,"), ttl_s (0 = keep), return record (0/1), pairs…
+_TRANSITION = """
+local current = redis.call('HGET', KEYS[1], 'status')
+if not current then return {0, false} end
+if not string.find(ARGV[2], ',' .. current .. ',', 1, true) then return {0, current} end
+redis.call('HSET', KEYS[1], 'status', ARGV[1], unpack(ARGV, 5))
+if ARGV[1] == 'running' then redis.call('HINCRBY', KEYS[1], 'runs', 1) end
+if current == 'queued' then redis.call('ZREM', KEYS[2], redis.call('HGET', KEYS[1], 'id')) end
+if ARGV[3] ~= '0' then redis.call('EXPIRE', KEYS[1], ARGV[3]) end
+if ARGV[4] == '1' then return {1, current, redis.call('HGETALL', KEYS[1])} end
+return {1, current}
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class Created:
+    """The outcome of :meth:`JobStore.create`: the job, and whether this call made it."""
+
+    job: Job
+    created: bool
+
+
+class IdempotencyConflict(Exception):
+    """The Idempotency-Key was used before with a different body; ``job_id`` is that first job."""
+
+    def __init__(self, job_id: str) -> None:
+        super().__init__(job_id)
+        self.job_id = job_id
+
+
+@dataclass(frozen=True, slots=True)
+class Transition:
+    """The outcome of a compare-and-set: ``ok``, the status found, and the record when asked for."""
+
+    ok: bool
+    previous: JobStatus | None
+    job: Job | None = None
+
+
+def _encode(job: Job) -> list[Any]:
+    pairs: list[Any] = []
+    for name in ("id", "tenant", "type", "feature", "lane", "status"):
+        pairs += [name, str(getattr(job, name))]
+    pairs += ["created_at", repr(job.created_at), "runs", job.runs]
+    for name in _JSON_FIELDS:
+        value = getattr(job, name)
+        if value is not None:
+            pairs += [name, orjson.dumps(value)]
+    return pairs
+
+
+def decode_job(raw: dict[bytes, bytes] | list[bytes]) -> Job:
+    """A record from HGETALL (a dict, or the flat list a Lua script returns)."""
+    if isinstance(raw, list):
+        raw = dict(zip(raw[::2], raw[1::2], strict=True))
+    fields = {k.decode(): v for k, v in raw.items()}
+    job = Job(
+        id=fields["id"].decode(),
+        tenant=fields["tenant"].decode(),
+        type=fields["type"].decode(),
+        feature=fields["feature"].decode(),
+        lane=fields["lane"].decode(),
+        status=JobStatus(fields["status"].decode()),
+        created_at=float(fields["created_at"]),
+        input={},
+        runs=int(fields.get("runs", b"0")),
+    )
+    for name in _FLOAT_FIELDS[1:]:
+        if name in fields:
+            setattr(job, name, float(fields[name]))
+    for name in _JSON_FIELDS:
+        if name in fields:
+            setattr(job, name, orjson.loads(fields[name]))
+    return job
+
+
+class JobStore:
+    """Job records over one ``redis.asyncio.Redis`` (bytes responses)."""
+
+    def __init__(self, redis: Redis, job_ttl_s: int) -> None:
+        self.redis = redis
+        self.job_ttl_s = job_ttl_s
+        self._create = redis.register_script(_CREATE)
+        self._transition = redis.register_script(_TRANSITION)
+        self._ids = JobIds()
+
+    async def create(
+        self,
+        *,
+        tenant: str,
+        type: str,
+        feature: str,
+        lane: str,
+        input: dict[str, Any],
+        metadata: dict[str, str],
+        idempotency: tuple[str, str] | None = None,
+    ) -> Created:
+        """Write a new queued record, or return the job an Idempotency-Key already made.
+
+        ``idempotency`` is ``(key_hash, body_hash)``; a stored key with another body raises
+        :class:`IdempotencyConflict`.
+        """
+        now = time.time()
+        job = Job(
+            self._ids.new(int(now * 1000)), tenant, type, feature, lane, JobStatus.QUEUED, now, input, metadata
+        )
+        idem_key = Keys.idempotency(tenant, idempotency[0]) if idempotency else ""
+        idem_value = f"{idempotency[1]} {job.id}" if idempotency else ""
+        cutoff = new_job_id(int((now - self.job_ttl_s) * 1000))[:-16]
+        keys = [Keys.job(job.id), Keys.tenant_jobs(tenant), Keys.pending, idem_key]
+        args = [job.id, int(now * 1000), idem_value, IDEMPOTENCY_TTL_S, cutoff, *_encode(job)]
+        existing = await self._create(keys=keys, args=args)
+        if existing is None:
+            return Created(job, created=True)
+        body_hash, _, job_id = existing.decode().partition(" ")
+        if idempotency is None or body_hash != idempotency[1]:
+            raise IdempotencyConflict(job_id)
+        found = await self.get(job_id)
+        if found is None:  # the first job expired while its key lived on: make a fresh one
+            await self.redis.delete(idem_key)
+            return await self.create(
+                tenant=tenant, type=type, feature=feature, lane=lane, input=input, metadata=metadata,
+                idempotency=idempotency,
+            )  # fmt: skip
+        return Created(found, created=False)
+
+    async def get(self, job_id: str, tenant: str | None = None) -> Job | None:
+        """The record, or ``None`` when missing or (with ``tenant``) owned by someone else."""
+        raw: dict[bytes, bytes] = await self.redis.hgetall(Keys.job(job_id))  # type: ignore[misc]
+        if not raw:
+            return None
+        job = decode_job(raw)
+        return job if tenant is None or job.tenant == tenant else None
+
+    async def transition(
+        self,
+        job_id: str,
+        to: JobStatus,
+        *,
+        allowed_from: Iterable[JobStatus] | None = None,
+        fields: dict[str, Any] | None = None,
+        want_record: bool = False,
+    ) -> Transition:
+        """Move ``job_id`` to ``to`` if its status is one it may come from; set ``fields`` with it."""
+        sources = frozenset(allowed_from) if allowed_from is not None else ALLOWED_FROM[to]
+        now = time.time()
+        stamp = "started_at" if to is JobStatus.RUNNING else "finished_at"
+        pairs: list[Any] = [stamp, repr(now)]
+        for name, value in (fields or {}).items():
+            pairs += [name, orjson.dumps(value) if name in _JSON_FIELDS else value]
+        ttl_s = self.job_ttl_s if to in TERMINAL else 0
+        allowed = "," + ",".join(sorted(sources)) + ","
+        keys = [Keys.job(job_id), Keys.pending]
+        reply = await self._transition(keys=keys, args=[to.value, allowed, ttl_s, int(want_record), *pairs])
+        previous = JobStatus(reply[1].decode()) if reply[1] else None
+        job = decode_job(reply[2]) if len(reply) > 2 else None
+        return Transition(bool(reply[0]), previous, job)
+
+    async def page(
+        self,
+        tenant: str,
+        *,
+        limit: int,
+        after: str | None = None,
+        filters: dict[str, str] | None = None,
+        scan_limit: int = 5_000,
+    ) -> tuple[list[Job], str | None]:
+        """Newest first. Returns the page and the cursor for the next one (``None`` at the end).
+
+        Filtering scans ids; after ``scan_limit`` of them the page may come back short, with a
+        cursor to continue from, so one request never walks a tenant's whole history.
+        """
+        index = Keys.tenant_jobs(tenant)
+        wanted = {k: v.encode() for k, v in (filters or {}).items()}
+        names = list(wanted)
+        page: list[str] = []
+        cursor = f"({after}" if after else "+"
+        batch_size = max(limit * 2, 50)
+        scanned = 0
+        while True:
+            batch = [b.decode() for b in await self.redis.zrevrangebylex(index, cursor, "-", 0, batch_size)]
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for job_id in batch:
+                    pipe.hmget(Keys.job(job_id), ["id", *names])
+                rows = await pipe.execute()
+            gone = [job_id for job_id, row in zip(batch, rows, strict=True) if row[0] is None]
+            if gone:  # records expire on their own; their index entries are dropped as we meet them
+                await self.redis.zrem(index, *gone)
+            for job_id, row in zip(batch, rows, strict=True):
+                if row[0] is not None and all(v == wanted[n] for n, v in zip(names, row[1:], strict=True)):
+                    page.append(job_id)
+                    if len(page) == limit:
+                        return await self._records(page), job_id
+            scanned += len(batch)
+            if len(batch) < batch_size:
+                return await self._records(page), None
+            cursor = f"({batch[-1]}"
+            if scanned >= scan_limit:
+                return await self._records(page), batch[-1]
+
+    async def _records(self, ids: list[str]) -> list[Job]:
+        if not ids:
+            return []
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for job_id in ids:
+                pipe.hgetall(Keys.job(job_id))
+            raws = await pipe.execute()
+        return [decode_job(raw) for raw in raws if raw]
+
+    async def pending(self, older_than_s: float, limit: int = 1000) -> list[tuple[str, str]]:
+        """``(job_id, lane)`` of queued jobs created more than ``older_than_s`` ago (for re-enqueueing)."""
+        cutoff_ms = int((time.time() - older_than_s) * 1000)
+        ids = [i.decode() for i in await self.redis.zrangebyscore(Keys.pending, "-inf", cutoff_ms, 0, limit)]
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for job_id in ids:
+                pipe.hget(Keys.job(job_id), "lane")
+            lanes = await pipe.execute()
+        stale = [job_id for job_id, lane in zip(ids, lanes, strict=True) if lane is None]
+        if stale:
+            await self.redis.zrem(Keys.pending, *stale)
+        return [(job_id, lane.decode()) for job_id, lane in zip(ids, lanes, strict=True) if lane is not None]

@@ -1,0 +1,78 @@
+"""Job types: the request (``POST /v1/jobs`` body) discriminated on ``type``, and each type's input.
+
+The adapters' result models live beside each input (``ChatResult``, ``EmbedResult``, …).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal, TypeAlias
+
+from pydantic import Field
+
+from aijobs.types.chat import ChatInput
+from aijobs.types.common import Strict
+from aijobs.types.embed import EmbedInput
+from aijobs.types.image import ImageInput
+from aijobs.types.rerank import RerankInput
+from aijobs.types.speech import SpeechInput
+from aijobs.types.video import VideoInput
+
+JobType = Literal["chat", "embed", "rerank", "image", "speech", "video"]
+JOB_TYPES: tuple[JobType, ...] = ("chat", "embed", "rerank", "image", "speech", "video")
+MEDIA_TYPES: frozenset[str] = frozenset({"image", "speech", "video"})
+
+FEATURE_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,63}$"
+MAX_METADATA_KEYS = 16
+
+
+class _JobRequest(Strict):
+    feature: str | None = Field(default=None, pattern=FEATURE_PATTERN)
+    metadata: dict[Annotated[str, Field(max_length=64)], Annotated[str, Field(max_length=512)]] = Field(
+        default_factory=dict, max_length=MAX_METADATA_KEYS
+    )
+
+
+class ChatJob(_JobRequest):
+    type: Literal["chat"]
+    input: ChatInput
+
+
+class EmbedJob(_JobRequest):
+    type: Literal["embed"]
+    input: EmbedInput
+
+
+class RerankJob(_JobRequest):
+    type: Literal["rerank"]
+    input: RerankInput
+
+
+class ImageJob(_JobRequest):
+    type: Literal["image"]
+    input: ImageInput
+
+
+class SpeechJob(_JobRequest):
+    type: Literal["speech"]
+    input: SpeechInput
+
+
+class VideoJob(_JobRequest):
+    type: Literal["video"]
+    input: VideoInput
+
+
+JobRequest: TypeAlias = Annotated[
+    ChatJob | EmbedJob | RerankJob | ImageJob | SpeechJob | VideoJob, Field(discriminator="type")
+]
+JobInput: TypeAlias = ChatInput | EmbedInput | RerankInput | ImageInput | SpeechInput | VideoInput
+
+#: job type → its input model, for re-validating a stored input in the worker.
+INPUT_MODELS: dict[str, type[JobInput]] = {
+    "chat": ChatInput,
+    "embed": EmbedInput,
+    "rerank": RerankInput,
+    "image": ImageInput,
+    "speech": SpeechInput,
+    "video": VideoInput,
+}

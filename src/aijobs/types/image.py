@@ -1,0 +1,32 @@
+"""The ``image`` job type: a prompt (and optionally an image to edit) in, images out."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, field_validator
+
+from aijobs.types.common import MAX_PROMPT_CHARS, ImageRef, Strict
+
+MAX_IMAGES = 10
+MIN_SIDE_PX, MAX_SIDE_PX = 64, 4_096
+
+
+class ImageInput(Strict):
+    prompt: str = Field(min_length=1, max_length=MAX_PROMPT_CHARS)
+    n: int = Field(default=1, ge=1, le=MAX_IMAGES)
+    size: str = Field(default="1024x1024", pattern=r"^\d{2,5}x\d{2,5}$", description="WIDTHxHEIGHT in px.")
+    output_format: Literal["png", "jpeg", "webp"] = "png"
+    image: str | None = ImageRef
+
+    @field_validator("size")
+    @classmethod
+    def _side_limits(cls, v: str) -> str:
+        for side in v.split("x"):
+            if not MIN_SIDE_PX <= int(side) <= MAX_SIDE_PX:
+                raise ValueError(f"each side must be between {MIN_SIDE_PX} and {MAX_SIDE_PX} px")
+        return v
+
+    def dimensions(self) -> tuple[int, int]:
+        width, height = self.size.split("x")
+        return int(width), int(height)

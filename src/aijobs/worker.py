@@ -1,0 +1,237 @@
+"""Workers: the arq task that runs a job, and the process that serves one or more lanes.
+
+A job run is: claim (queued → running, compare-and-set, one round trip returning the record) →
+route (the Router calls adapters) → copy media into the BlobStore → finish (running → succeeded |
+failed, compare-and-set). A job canceled while it ran fails the final compare-and-set, so its result
+is discarded and any blobs it wrote are deleted.
+
+arq re-runs a job whose worker died once the job's in-progress lock expires; ``job_try > 1`` then
+lets the claim take over a record left ``running``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+from dataclasses import dataclass
+from typing import Any
+
+import httpx2
+from redis.asyncio import Redis
+
+from aijobs.errors import AijobsError, DeadlineExceeded, InternalError, NoRoute, StorageError
+from aijobs.jobs import Job, JobStatus
+from aijobs.providers.base import MediaResult
+from aijobs.providers.registry import build_adapters
+from aijobs.queue import JobQueue, lane_worker, lane_worker_options
+from aijobs.routing import Routing, load_policy
+from aijobs.routing.config import LaneName
+from aijobs.routing.router import Outcome, RouteFailed, Router
+from aijobs.settings import Settings
+from aijobs.storage import BlobStore, StoredBlob, open_blob_store
+from aijobs.store import JobStore
+from aijobs.types import INPUT_MODELS
+
+log = logging.getLogger(__name__)
+
+RECOVERY_INTERVAL_S = 15.0
+RECOVERY_AGE_S = 30.0
+_MEDIA_OUTPUT_KEY = {"image": "images", "video": "videos"}
+
+
+@dataclass(slots=True)
+class Runtime:
+    """Everything a job run needs, built once per worker process and shared by its lanes."""
+
+    settings: Settings
+    routing: Routing
+    redis: Redis
+    store: JobStore
+    queue: JobQueue
+    blobs: BlobStore
+    http: httpx2.AsyncClient
+    router: Router
+
+    @classmethod
+    async def start(cls, settings: Settings, routing: Routing, env: dict[str, str]) -> Runtime:
+        redis = Redis.from_url(settings.redis_url)
+        http = httpx2.AsyncClient(
+            timeout=httpx2.Timeout(60.0, connect=5.0),
+            limits=httpx2.Limits(max_connections=1000, max_keepalive_connections=200),
+        )
+        router = Router(build_adapters(routing, http, env))
+        store = JobStore(redis, settings.job_ttl_s)
+        queue = await JobQueue.connect(settings.redis_url)
+        blobs = await open_blob_store(settings)
+        return cls(settings, routing, redis, store, queue, blobs, http, router)
+
+    async def close(self) -> None:
+        await self.http.aclose()
+        await self.blobs.close()
+        await self.queue.close()
+        await self.redis.aclose()
+
+    async def process(self, job_id: str, job_try: int = 1) -> None:
+        """Run one job to a terminal status. Never raises for a job's own failure."""
+        allowed = {JobStatus.QUEUED, JobStatus.RUNNING} if job_try > 1 else {JobStatus.QUEUED}
+        claim = await self.store.transition(job_id, JobStatus.RUNNING, allowed_from=allowed, want_record=True)
+        if not claim.ok or claim.job is None:
+            return  # canceled while queued, finished already, or another worker has it
+        job = claim.job
+        try:
+            outcome = await self._route(job)
+            fields = await self._success_fields(job, outcome)
+        except RouteFailed as failed:
+            await self._fail(job, failed.error, [a.to_dict() for a in failed.attempts])
+            return
+        except AijobsError as error:
+            await self._fail(job, error, [])
+            return
+        except Exception:
+            log.exception("job %s: unexpected failure", job_id)
+            await self._fail(job, InternalError("the worker failed unexpectedly; see its log"), [])
+            return
+        done = await self.store.transition(job_id, JobStatus.SUCCEEDED, fields=fields)
+        if not done.ok:  # canceled while running: the result is discarded
+            await self._delete_blobs(fields.get("output", {}))
+
+    async def _route(self, job: Job) -> Outcome:
+        feature = self.routing.features.get(job.feature)
+        if feature is None:
+            raise NoRoute(f"feature {job.feature!r} is no longer in the routing policy")
+        request = INPUT_MODELS[job.type].model_validate(job.input)
+        deadline_s = feature.deadline_s or self.routing.config.lane(feature.lane).job_timeout_s
+        try:
+            async with asyncio.timeout(deadline_s):
+                return await self.router.run(feature, request)
+        except TimeoutError:
+            raise DeadlineExceeded(f"the job did not finish within its {deadline_s:g} s deadline") from None
+
+    async def _success_fields(self, job: Job, outcome: Outcome) -> dict[str, Any]:
+        result = outcome.result
+        if isinstance(result, MediaResult):
+            blobs = await self._store_media(job, result)
+            output = {"audio": blobs[0]} if job.type == "speech" else {_MEDIA_OUTPUT_KEY[job.type]: blobs}
+        else:
+            output = result.output()
+        route = outcome.route()
+        route["model"] = result.model or route["model"]
+        return {
+            "output": output,
+            "usage": result.usage.model_dump(),
+            "attempts": [a.to_dict() for a in outcome.attempts],
+            "route": route,
+        }
+
+    async def _store_media(self, job: Job, result: MediaResult) -> list[dict[str, Any]]:
+        blobs = []
+        for i, media in enumerate(result.items):
+            key = f"{job.tenant}/{job.id}/{i}.{media.extension}"
+            try:
+                stored: StoredBlob = await self.blobs.put(key, media.data, media.content_type)
+            except Exception as exc:
+                log.exception("job %s: storing %s failed", job.id, key)
+                raise StorageError(f"could not store output {i}: {type(exc).__name__}") from exc
+            blob: dict[str, Any] = stored.to_dict()
+            for name in ("width", "height", "duration_s"):
+                if getattr(media, name) is not None:
+                    blob[name] = getattr(media, name)
+            blobs.append(blob)
+        return blobs
+
+    async def _delete_blobs(self, output: dict[str, Any]) -> None:
+        for value in output.values():
+            for blob in value if isinstance(value, list) else [value]:
+                if isinstance(blob, dict) and "key" in blob:
+                    await self.blobs.delete(blob["key"])
+
+    async def _fail(self, job: Job, error: AijobsError, attempts: list[dict[str, Any]]) -> None:
+        fields = {"error": {"code": error.code, "message": error.message}, "attempts": attempts}
+        await self.store.transition(job.id, JobStatus.FAILED, allowed_from={JobStatus.RUNNING}, fields=fields)
+
+    async def recover(self, lanes: list[LaneName], older_than_s: float = RECOVERY_AGE_S) -> int:
+        """Re-enqueue queued jobs that look stranded (e.g. the API died between write and enqueue).
+
+        A job still waiting in arq is not enqueued twice (arq dedups on the job id).
+        """
+        count = 0
+        for job_id, lane in await self.store.pending(older_than_s=older_than_s):
+            if lane in lanes and await self.queue.enqueue(job_id, lane):
+                count += 1
+        return count
+
+
+async def run_job(ctx: dict[str, Any], job_id: str) -> None:
+    """The arq task: carries only the job id."""
+    runtime: Runtime = ctx["runtime"]
+    await runtime.process(job_id, ctx.get("job_try", 1))
+
+
+async def serve(settings: Settings, routing: Routing, lanes: list[LaneName], env: dict[str, str]) -> None:
+    """Serve ``lanes`` in this process until SIGINT/SIGTERM, then finish running jobs (grace period)."""
+    runtime = await Runtime.start(settings, routing, env)
+    ctx: dict[str, Any] = {"runtime": runtime}
+    workers = [
+        lane_worker(lane, routing.config.lane(lane), run_job, ctx, settings.redis_url) for lane in lanes
+    ]
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    tasks = [asyncio.create_task(w.main()) for w in workers]
+    sweeper = asyncio.create_task(_sweep(runtime, lanes, stop))
+    log.info("worker serving lanes %s", ", ".join(lanes))
+    await asyncio.wait([*tasks, asyncio.create_task(stop.wait())], return_when=asyncio.FIRST_COMPLETED)
+    for w in workers:
+        w.allow_pick_jobs = False
+    running = [t for w in workers for t in w.tasks.values() if not t.done()]
+    if running:
+        log.info("finishing %d running jobs", len(running))
+        await asyncio.wait(running, timeout=settings_grace_s(routing, lanes))
+    for w in workers:
+        with contextlib.suppress(asyncio.CancelledError):
+            await w.close()
+    for task in [*tasks, sweeper]:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await task
+    await runtime.close()
+
+
+def arq_settings(lane: LaneName) -> dict[str, Any]:
+    """Settings for arq's own CLI (``arq workers.interactive.WorkerSettings``): one lane per process.
+
+    ``aijobs worker --lanes ...`` is the usual way to run workers; this exists for deployments that
+    prefer arq's runner. Settings and routing are read from the environment once, here.
+    """
+    settings = Settings()
+    env = dict(os.environ)
+    routing = load_policy(settings.routing_file, env)
+
+    async def startup(ctx: dict[str, Any]) -> None:
+        ctx["runtime"] = await Runtime.start(settings, routing, env)
+
+    async def shutdown(ctx: dict[str, Any]) -> None:
+        await ctx["runtime"].close()
+
+    options = lane_worker_options(lane, routing.config.lane(lane), run_job, settings.redis_url)
+    return {**options, "on_startup": startup, "on_shutdown": shutdown}
+
+
+def settings_grace_s(routing: Routing, lanes: list[LaneName]) -> float:
+    """How long a stopping worker waits for running jobs: at most 25 s (container stop timeouts)."""
+    return min(25.0, max(routing.config.lane(lane).job_timeout_s for lane in lanes))
+
+
+async def _sweep(runtime: Runtime, lanes: list[LaneName], stop: asyncio.Event) -> None:
+    while not stop.is_set():
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), RECOVERY_INTERVAL_S)
+        try:
+            if count := await runtime.recover(lanes):
+                log.warning("re-enqueued %d stranded jobs", count)
+        except Exception:
+            log.exception("recovery sweep failed")

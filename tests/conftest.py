@@ -1,0 +1,155 @@
+"""Session fixtures: real Redis, moto's S3 server over HTTP, and the service as real processes.
+
+Nothing reaches the internet: a guard makes any non-loopback connection from the test process fail.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx2
+import pytest
+from redis.asyncio import Redis
+
+from aijobs.apikeys import ApiKeys
+from aijobs.embedded_redis import EmbeddedRedis, free_port
+from tests.s3server import moto_s3_server
+
+ROOT = Path(__file__).resolve().parent.parent
+TEST_ROUTING = Path(__file__).with_name("routing.test.toml")
+SECRET = "test-signing-secret-0123456789"
+_real_connect = socket.socket.connect
+
+
+def _loopback_only(sock: socket.socket, address: object) -> None:
+    if sock.family in (socket.AF_INET, socket.AF_INET6):
+        host = str(address[0]) if isinstance(address, tuple) else ""
+        if host not in ("127.0.0.1", "::1", "localhost") and not host.startswith("127."):
+            raise ConnectionRefusedError(f"tests may not reach the network: {address!r}")
+    _real_connect(sock, address)  # type: ignore[arg-type]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_network() -> Iterator[None]:
+    socket.socket.connect = _loopback_only  # type: ignore[method-assign,assignment]
+    yield
+    socket.socket.connect = _real_connect  # type: ignore[method-assign]
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    with EmbeddedRedis(tmp_path_factory.mktemp("redis"), appendonly=False) as server:
+        yield server.url
+
+
+@pytest.fixture
+async def redis(redis_url: str) -> AsyncIterator[Redis]:
+    client = Redis.from_url(redis_url)
+    yield client
+    await client.aclose()
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint() -> Iterator[str]:
+    with moto_s3_server() as endpoint:
+        yield endpoint
+
+
+@dataclass(frozen=True)
+class Service:
+    """The API and a worker running as processes, and a key for each of two tenants."""
+
+    url: str
+    key: str
+    other_key: str
+    env: dict[str, str]
+
+    def headers(self, key: str | None = None) -> dict[str, str]:
+        return {"Authorization": f"Bearer {key or self.key}"}
+
+
+def service_env(redis_url: str, s3_endpoint: str, port: int, bucket: str) -> dict[str, str]:
+    return {
+        **os.environ,
+        "REDIS_URL": redis_url,
+        "AIJOBS_PORT": str(port),
+        "AIJOBS_ROUTING_FILE": str(TEST_ROUTING),
+        "AIJOBS_SIGNING_SECRET": SECRET,
+        "AIJOBS_BLOB_BACKEND": "s3",
+        "AIJOBS_S3_BUCKET": bucket,
+        "AIJOBS_S3_ENDPOINT_URL": s3_endpoint,
+        "AIJOBS_S3_ACCESS_KEY_ID": "testing",
+        "AIJOBS_S3_SECRET_ACCESS_KEY": "testing",
+        "AIJOBS_MAX_BODY_BYTES": str(256 * 1024),
+        "AIJOBS_KEY_CACHE_TTL_S": "0",
+    }
+
+
+def wait_ready(url: str, processes: list[subprocess.Popen[bytes]], timeout_s: float = 30) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        for process in processes:
+            if process.poll() is not None:
+                raise RuntimeError(f"{process.args!r} exited with {process.returncode}")
+        try:
+            if httpx2.get(f"{url}/readyz", timeout=1).status_code == 200:
+                return
+        except httpx2.HTTPError:
+            pass
+        time.sleep(0.1)
+    raise RuntimeError(f"service at {url} not ready within {timeout_s} s")
+
+
+@pytest.fixture(scope="session")
+def service(redis_url: str, s3_endpoint: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
+    import boto3
+
+    bucket = "aijobs-test"
+    s3 = boto3.client(
+        "s3", endpoint_url=s3_endpoint, aws_access_key_id="testing", aws_secret_access_key="testing",
+        region_name="us-east-1",
+    )  # fmt: skip
+    s3.create_bucket(Bucket=bucket)
+    port = free_port()
+    env = service_env(redis_url, s3_endpoint, port, bucket)
+    logs = tmp_path_factory.mktemp("logs")
+    with contextlib.ExitStack() as stack:
+        processes = []
+        for name, args in (("api", ["api"]), ("worker", ["worker", "--lanes", "interactive,media"])):
+            log = stack.enter_context((logs / f"{name}.log").open("wb"))
+            command = [sys.executable, "-m", "aijobs", *args]
+            process = subprocess.Popen(command, env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+            processes.append(process)
+        try:
+            wait_ready(f"http://127.0.0.1:{port}", processes)
+            keys = asyncio.run(_make_keys(redis_url))
+            yield Service(f"http://127.0.0.1:{port}", keys[0], keys[1], env)
+        finally:
+            for process in processes:
+                process.terminate()
+            for process in processes:
+                process.wait(timeout=30)
+
+
+async def _make_keys(redis_url: str) -> tuple[str, str]:
+    redis = Redis.from_url(redis_url)
+    try:
+        api_keys = ApiKeys(redis)
+        return await api_keys.create("acme"), await api_keys.create("globex")
+    finally:
+        await redis.aclose()
+
+
+@pytest.fixture
+async def client(service: Service) -> AsyncIterator[httpx2.AsyncClient]:
+    async with httpx2.AsyncClient(base_url=service.url, headers=service.headers(), timeout=30) as http:
+        yield http

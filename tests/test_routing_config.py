@@ -1,0 +1,135 @@
+"""routing.toml is validated at startup, with errors that name the offending key."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from aijobs.errors import ConfigError
+from aijobs.routing import load_policy, parse_routing
+from aijobs.routing.config import load_routing
+
+ROOT = Path(__file__).resolve().parent.parent
+DEFAULTS = """
+[defaults]
+chat = "c"
+embed = "e"
+rerank = "r"
+image = "i"
+speech = "s"
+video = "v"
+"""
+BASE = """
+[providers.sim]
+kind = "sim"
+[features.c]
+type = "chat"
+route = ["sim:a"]
+[features.e]
+type = "embed"
+route = ["sim:e"]
+[features.r]
+type = "rerank"
+route = ["sim:r"]
+[features.i]
+type = "image"
+route = ["sim:i"]
+[features.s]
+type = "speech"
+route = ["sim:s"]
+[features.v]
+type = "video"
+route = ["sim:v"]
+"""
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (
+            '[features.x]\ntype = "chat"\nroute = ["opnai:gpt"]',
+            "features.x.route[0]: unknown provider 'opnai'",
+        ),
+        ('[features.x]\ntype = "chat"\nroute = ["nocolon"]', "features.x.route: route[0] 'nocolon' must be"),
+        ('[features.x]\ntype = "chat"\nroute = []', "features.x.route: List should have at least 1 item"),
+        ('[features.x]\ntype = "chat"\nlane = "fast"\nroute = ["sim:a"]', "features.x.lane"),
+        ('[features.x]\ntype = "chat"\nroute = ["sim:a"]\ntimout_s = 3', "features.x.timout_s: Extra inputs"),
+        (
+            '[features.x]\ntype = "embed"\nroute = ["sim:a", "sim:b"]',
+            "features.x.route: an embed route must use one model",
+        ),
+        ('[features.X]\ntype = "chat"\nroute = ["sim:a"]', "features.X: a feature name is lowercase"),
+        ("[lanes.interactive]\nmax_jobs = 0", "lanes.interactive.max_jobs"),
+    ],
+)
+def test_bad_policies_name_the_key(extra: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("]", r"\]")):
+        parse_routing(BASE + DEFAULTS + extra)
+
+
+def test_every_job_type_needs_a_default_feature_of_its_type() -> None:
+    with pytest.raises(ConfigError, match=r"defaults\.video: every job type needs a default"):
+        parse_routing(BASE + DEFAULTS.replace('video = "v"', ""))
+    with pytest.raises(ConfigError, match=r"defaults\.video: feature 'c' serves chat"):
+        parse_routing(BASE + DEFAULTS.replace('video = "v"', 'video = "c"'))
+
+
+def test_not_toml_and_missing_file() -> None:
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        parse_routing("[providers")
+    with pytest.raises(ConfigError, match="cannot read routing file"):
+        load_routing(Path("/nonexistent/routing.toml"))
+
+
+def test_keys_disable_providers_and_an_empty_route_is_an_error(tmp_path: Path) -> None:
+    path = tmp_path / "r.toml"
+    keyed = BASE.replace(
+        '[providers.sim]\nkind = "sim"', '[providers.sim]\nkind = "sim"\napi_key_env = "SIM_KEY"'
+    )
+    path.write_text(keyed + DEFAULTS)
+    with pytest.raises(ConfigError, match=r"features.c: no enabled target .*provider keys unset"):
+        load_policy(path, {})
+    assert load_policy(path, {"SIM_KEY": "x"}).features["c"].targets[0].model == "a"
+
+
+def test_kinds_without_an_adapter_and_bad_model_options_are_errors(tmp_path: Path) -> None:
+    path = tmp_path / "r.toml"
+    path.write_text(BASE.replace('kind = "sim"', 'kind = "nope"') + DEFAULTS)
+    with pytest.raises(
+        ConfigError, match=r"features.c.route\[0\]: provider 'sim' \(kind 'nope'\) has no chat"
+    ):
+        load_policy(path, {})
+    path.write_text(BASE + DEFAULTS + "[providers.sim.models.a]\nlatency_ms = -1\n")
+    with pytest.raises(ConfigError, match=r"providers\.sim\.models\.a\.latency_ms"):
+        load_policy(path, {})
+
+
+def test_shipped_policies_are_valid() -> None:
+    dev = load_policy(ROOT / "routing.dev.toml", {})
+    assert {f.name for f in dev.features.values()} >= {
+        "support-chat",
+        "coding",
+        "search",
+        "images",
+        "chinese",
+        "background",
+    }
+    assert dev.features["background"].lane == "batch"
+    assert dev.features["images"].lane == "media"
+    production = load_routing(ROOT / "routing.toml")  # schema and references; adapters arrive later
+    assert all(p.kind != "sim" for p in production.providers.values())
+
+
+def test_a_bad_routing_file_stops_the_api_at_startup_with_the_key(tmp_path: Path) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text(BASE + DEFAULTS + '[features.x]\ntype = "chat"\nroute = ["ghost:m"]')
+    result = subprocess.run(
+        [sys.executable, "-m", "aijobs", "api"],
+        env={"AIJOBS_ROUTING_FILE": str(path), "PATH": "/usr/bin:/bin"},
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert "features.x.route[0]: unknown provider 'ghost'" in result.stderr

@@ -1,0 +1,114 @@
+"""The worker's job run against real Redis and a local blob store: claim, cancel, crash, recovery."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx2
+import pytest
+from redis.asyncio import Redis
+
+from aijobs.jobs import JobStatus
+from aijobs.providers.registry import build_adapters
+from aijobs.queue import JobQueue, queue_name
+from aijobs.routing import load_policy
+from aijobs.routing.router import Router
+from aijobs.settings import Settings
+from aijobs.storage import BlobNotFound, LocalStore
+from aijobs.store import JobStore
+from aijobs.worker import Runtime
+from tests.conftest import SECRET, TEST_ROUTING
+
+
+@pytest.fixture
+async def runtime(redis_url: str, tmp_path: Path) -> AsyncIterator[Runtime]:
+    settings = Settings(REDIS_URL=redis_url, routing_file=TEST_ROUTING, blob_dir=tmp_path)
+    routing = load_policy(TEST_ROUTING, dict(os.environ))
+    redis = Redis.from_url(redis_url)
+    http = httpx2.AsyncClient()
+    blobs = LocalStore(tmp_path, "http://127.0.0.1:1", SECRET.encode())
+    queue = await JobQueue.connect(redis_url)
+    router = Router(build_adapters(routing, http, {}))
+    runtime = Runtime(settings, routing, redis, JobStore(redis, 600), queue, blobs, http, router)
+    yield runtime
+    await runtime.close()
+
+
+async def new_job(
+    runtime: Runtime, feature: str = "support-chat", type: str = "chat", **input: object
+) -> str:
+    feature_obj = runtime.routing.features[feature]
+    body = input or {"messages": [{"role": "user", "content": "hello"}]}
+    created = await runtime.store.create(
+        tenant=f"t{uuid.uuid4().hex[:8]}",
+        type=type,
+        feature=feature,
+        lane=feature_obj.lane,
+        input=body,
+        metadata={},
+    )
+    return created.job.id
+
+
+async def test_a_job_canceled_while_queued_never_runs(runtime: Runtime) -> None:
+    job_id = await new_job(runtime)
+    assert (await runtime.store.transition(job_id, JobStatus.CANCELED)).ok
+    await runtime.process(job_id)
+    job = await runtime.store.get(job_id)
+    assert job is not None and job.status is JobStatus.CANCELED
+    assert job.output is None and job.runs == 0
+
+
+async def test_a_result_finished_after_cancel_is_discarded_with_its_blobs(
+    runtime: Runtime, tmp_path: Path
+) -> None:
+    job_id = await new_job(runtime, "images", "image", prompt="p", size="64x64")
+    original = runtime.router.run
+
+    async def run_then_cancel(feature, request):  # type: ignore[no-untyped-def]
+        outcome = await original(feature, request)
+        await runtime.store.transition(job_id, JobStatus.CANCELED)  # the user cancels mid-flight
+        return outcome
+
+    runtime.router.run = run_then_cancel  # type: ignore[method-assign]
+    await runtime.process(job_id)
+    job = await runtime.store.get(job_id)
+    assert job is not None and job.status is JobStatus.CANCELED and job.output is None
+    with pytest.raises(BlobNotFound):
+        await runtime.blobs.stat(f"{job.tenant}/{job_id}/0.png")
+
+
+async def test_a_rerun_after_a_crash_takes_over_the_running_record(runtime: Runtime) -> None:
+    job_id = await new_job(runtime)
+    await runtime.store.transition(job_id, JobStatus.RUNNING)  # a worker claimed it, then died
+    await runtime.process(job_id, job_try=1)  # a duplicate delivery must not run it
+    assert (await runtime.store.get(job_id)).status is JobStatus.RUNNING  # type: ignore[union-attr]
+    await runtime.process(job_id, job_try=2)  # arq's retry after the lock expired does
+    job = await runtime.store.get(job_id)
+    assert job is not None and job.status is JobStatus.SUCCEEDED and job.runs == 2
+
+
+async def test_the_deadline_fails_a_job_that_takes_too_long(runtime: Runtime) -> None:
+    job_id = await new_job(runtime, "deadline-chat")
+    await runtime.process(job_id)
+    job = await runtime.store.get(job_id)
+    assert job is not None and job.status is JobStatus.FAILED
+    assert job.error == {
+        "code": "gateway_deadline_exceeded",
+        "message": "the job did not finish within its 0.2 s deadline",
+    }
+
+
+async def test_recovery_re_enqueues_stranded_jobs_once(runtime: Runtime, redis: Redis) -> None:
+    job_id = await new_job(runtime, "background")  # written, but the API died before enqueueing
+    await asyncio.sleep(0.01)
+    await runtime.recover(["interactive"], older_than_s=0)  # a lane this job is not on
+    assert await redis.zscore(queue_name("interactive"), job_id) is None
+    assert await runtime.recover(["batch"], older_than_s=0) >= 1
+    assert await redis.zscore(queue_name("batch"), job_id) is not None
+    assert not await runtime.queue.enqueue(job_id, "batch")  # already waiting: never twice
+    await runtime.queue.discard(job_id, "batch")

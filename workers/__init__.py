@@ -1,0 +1,1 @@
+"""Thin arq entry points, one module per lane (WorkerSettings only, no logic)."""
