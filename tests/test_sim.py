@@ -74,6 +74,11 @@ async def test_latency_is_applied(context: ProviderContext) -> None:
     assert time.perf_counter() - started >= 0.05
 
 
+def test_bm25_matches_word_forms() -> None:
+    scores = sim.bm25_scores("refund time", ["Refunds take 14 days.", "Our dog is Biscuit."])
+    assert scores[0] > 0 == scores[1]
+
+
 def test_bm25_ranks_by_relevance() -> None:
     docs = ["apples and oranges", "the refund policy: refunds take 14 days", "refund", "nothing here"]
     scores = sim.bm25_scores("refund policy", docs)

@@ -25,6 +25,10 @@ log = logging.getLogger("aijobs")
 
 def _configure_logging(level: str) -> None:
     logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # httpx2 logs every request URL at INFO, and some providers put keys in query strings; arq logs
+    # every job, which costs throughput and duplicates our own records.
+    for noisy in ("httpx2", "httpcore", "arq.worker", "arq.jobs"):
+        logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))
 
 
 def _use_uvloop() -> None:

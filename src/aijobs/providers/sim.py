@@ -38,6 +38,7 @@ from aijobs.types.speech import SpeechInput
 from aijobs.types.video import VideoInput
 
 _TOKEN = re.compile(r"\w+|[^\w\s]", re.UNICODE)
+_WORD = re.compile(r"\w+", re.UNICODE)
 DEFAULT_DIMENSIONS = 256
 
 
@@ -142,12 +143,27 @@ class SimEmbed(_Sim):
         )
 
 
+_SUFFIXES = ("ing", "ed", "es", "s")
+
+
+def _terms(text: str) -> list[str]:
+    """Lowercased words with the commonest English suffixes cut, so 'refunds' matches 'refund'."""
+    terms = []
+    for word in _WORD.findall(text.lower()):
+        for suffix in _SUFFIXES:
+            if len(word) > len(suffix) + 2 and word.endswith(suffix):
+                word = word[: -len(suffix)]
+                break
+        terms.append(word)
+    return terms
+
+
 def bm25_scores(query: str, documents: list[str], k1: float = 1.2, b: float = 0.75) -> list[float]:
     """Okapi BM25 score of each document for ``query``."""
-    docs = [Counter(_TOKEN.findall(d.lower())) for d in documents]
+    docs = [Counter(_terms(d)) for d in documents]
     lengths = [sum(d.values()) for d in docs]
     avg_len = (sum(lengths) / len(docs)) or 1.0
-    terms = set(_TOKEN.findall(query.lower()))
+    terms = set(_terms(query))
     idf = {}
     for term in terms:
         df = sum(1 for d in docs if term in d)
