@@ -98,3 +98,17 @@ def test_ids_from_one_generator_sort_in_creation_order_within_a_millisecond() ->
     assert made == sorted(made)
     assert len(set(made)) == 1000
     assert ids.new(1_700_000_000_001) > made[-1]
+
+
+async def test_create_enqueues_in_the_same_step(redis: Redis) -> None:
+    import orjson
+
+    from aijobs.queue import delivery, queue_name
+
+    store = JobStore(redis, job_ttl_s=600)
+    job_id = await make(store, new_tenant(), deliver=delivery)
+    assert await redis.zscore(queue_name("interactive"), job_id) is not None
+    payload = orjson.loads(await redis.get(f"arq:job:{job_id}"))
+    assert (payload["f"], payload["a"]) == ("run_job", [job_id])
+    assert 86_000 < await redis.pttl(f"arq:job:{job_id}") / 1000 <= 86_400
+    await redis.zrem(queue_name("interactive"), job_id)

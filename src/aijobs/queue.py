@@ -7,12 +7,16 @@ twice while it waits is a no-op; that makes the recovery sweep (re-enqueue what 
 
 from __future__ import annotations
 
+import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
 from arq import Worker
 from arq.connections import ArqRedis, RedisSettings, create_pool
+from arq.constants import expires_extra_ms, job_key_prefix
+from arq.jobs import serialize_job
 
 from aijobs.routing.config import LaneConfig
 
@@ -30,6 +34,29 @@ def _dumps(value: Any) -> bytes:
 
 def redis_settings(url: str) -> RedisSettings:
     return RedisSettings.from_dsn(url)
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """The two writes arq's ``enqueue_job`` makes, for a script that enqueues as it creates a record.
+
+    ``SET job_key payload PX expires_ms NX`` then ``ZADD queue_key score_ms job_id``: done inside the
+    record's creation script, submitting a job is one round trip and can never leave a record that
+    was written but not queued.
+    """
+
+    job_key: str
+    queue_key: str
+    payload: bytes
+    score_ms: int
+    expires_ms: int
+
+
+def delivery(job_id: str, lane: str) -> Delivery:
+    """How to enqueue ``job_id`` on ``lane`` now, in arq's own format."""
+    now_ms = int(time.time() * 1000)
+    payload = serialize_job(RUN_JOB, (job_id,), {}, None, now_ms, serializer=_dumps)
+    return Delivery(job_key_prefix + job_id, queue_name(lane), payload, now_ms, expires_extra_ms)
 
 
 class JobQueue:

@@ -15,7 +15,7 @@ transition only happens from the statuses :data:`aijobs.jobs.ALLOWED_FROM` allow
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,6 +23,7 @@ import orjson
 from redis.asyncio import Redis
 
 from aijobs.jobs import ALLOWED_FROM, TERMINAL, Job, JobIds, JobStatus, new_job_id
+from aijobs.queue import Delivery
 
 IDEMPOTENCY_TTL_S = 24 * 3600
 _JSON_FIELDS = ("input", "metadata", "output", "error", "attempts", "usage", "route")
@@ -53,18 +54,22 @@ class Keys:
         return f"{cls.prefix}apikey:{key_hash}"
 
 
-# KEYS: job, tenant index, pending, idempotency ('' when none)
-# ARGV: id, created_ms, idem value, idem ttl, index cutoff id, field/value pairs…
+# KEYS: job, tenant index, pending, idempotency ('' when none), arq job key, arq queue ('' when none)
+# ARGV: id, created_ms, idem value, idem ttl, index cutoff id, arq payload, arq score, arq expiry ms,
+#       field/value pairs…
 _CREATE = """
 if KEYS[4] ~= '' then
   local existing = redis.call('GET', KEYS[4])
   if existing then return existing end
   redis.call('SET', KEYS[4], ARGV[3], 'EX', ARGV[4])
 end
-redis.call('HSET', KEYS[1], unpack(ARGV, 6))
+redis.call('HSET', KEYS[1], unpack(ARGV, 9))
 redis.call('ZREMRANGEBYLEX', KEYS[2], '-', '(' .. ARGV[5])
 redis.call('ZADD', KEYS[2], 0, ARGV[1])
 redis.call('ZADD', KEYS[3], ARGV[2], ARGV[1])
+if KEYS[6] ~= '' and redis.call('SET', KEYS[5], ARGV[6], 'PX', ARGV[8], 'NX') then
+  redis.call('ZADD', KEYS[6], ARGV[7], ARGV[1])
+end
 return false
 """
 
@@ -164,33 +169,38 @@ class JobStore:
         input: dict[str, Any],
         metadata: dict[str, str],
         idempotency: tuple[str, str] | None = None,
+        deliver: Callable[[str, str], Delivery] | None = None,
     ) -> Created:
         """Write a new queued record, or return the job an Idempotency-Key already made.
 
         ``idempotency`` is ``(key_hash, body_hash)``; a stored key with another body raises
-        :class:`IdempotencyConflict`.
+        :class:`IdempotencyConflict`. ``deliver(job_id, lane)`` (normally :func:`aijobs.queue.delivery`)
+        enqueues the new job in the same atomic step.
         """
         now = time.time()
-        job = Job(
-            self._ids.new(int(now * 1000)), tenant, type, feature, lane, JobStatus.QUEUED, now, input, metadata
-        )
+        job_id = self._ids.new(int(now * 1000))
+        job = Job(job_id, tenant, type, feature, lane, JobStatus.QUEUED, now, input, metadata)
         idem_key = Keys.idempotency(tenant, idempotency[0]) if idempotency else ""
         idem_value = f"{idempotency[1]} {job.id}" if idempotency else ""
         cutoff = new_job_id(int((now - self.job_ttl_s) * 1000))[:-16]
+        queued = deliver(job.id, lane) if deliver else None
         keys = [Keys.job(job.id), Keys.tenant_jobs(tenant), Keys.pending, idem_key]
-        args = [job.id, int(now * 1000), idem_value, IDEMPOTENCY_TTL_S, cutoff, *_encode(job)]
+        keys += [queued.job_key, queued.queue_key] if queued else ["", ""]
+        args: list[Any] = [job.id, int(now * 1000), idem_value, IDEMPOTENCY_TTL_S, cutoff]
+        args += [queued.payload, queued.score_ms, queued.expires_ms] if queued else ["", 0, 0]
+        args += _encode(job)
         existing = await self._create(keys=keys, args=args)
         if existing is None:
             return Created(job, created=True)
-        body_hash, _, job_id = existing.decode().partition(" ")
+        body_hash, _, first_id = existing.decode().partition(" ")
         if idempotency is None or body_hash != idempotency[1]:
-            raise IdempotencyConflict(job_id)
-        found = await self.get(job_id)
+            raise IdempotencyConflict(first_id)
+        found = await self.get(first_id)
         if found is None:  # the first job expired while its key lived on: make a fresh one
             await self.redis.delete(idem_key)
             return await self.create(
                 tenant=tenant, type=type, feature=feature, lane=lane, input=input, metadata=metadata,
-                idempotency=idempotency,
+                idempotency=idempotency, deliver=deliver,
             )  # fmt: skip
         return Created(found, created=False)
 

@@ -13,6 +13,7 @@ from aijobs.api.deps import Services, services, tenant
 from aijobs.api.views import job_view
 from aijobs.errors import Conflict, InvalidRequest, NotFound
 from aijobs.jobs import TERMINAL, Job, JobStatus, is_job_id
+from aijobs.queue import delivery
 from aijobs.store import IdempotencyConflict
 from aijobs.types import JOB_TYPES, JobRequest
 
@@ -75,14 +76,13 @@ async def submit(
             input=job_request.input.model_dump(mode="json", by_alias=True, exclude_none=True),
             metadata=job_request.metadata,
             idempotency=idempotency,
+            deliver=delivery,
         )
     except IdempotencyConflict as exc:
         raise Conflict(
             f"Idempotency-Key was already used with a different body (job {exc.job_id})",
             param="Idempotency-Key",
         ) from None
-    if created.created:
-        await svc.queue.enqueue(created.job.id, feature.lane)
     view = await job_view(created.job, svc.blobs, svc.settings.blob_url_ttl_s)
     return _json(view, 202 if created.created else 200)
 

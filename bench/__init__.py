@@ -1,0 +1,1 @@
+"""``make bench``: hot-path benchmarks for aijobs. See ``bench/__main__.py``."""

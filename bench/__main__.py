@@ -1,0 +1,140 @@
+"""``make bench``: measure the hot paths on this machine; print a table, write bench/results/.
+
+(a) ``POST /v1/jobs`` p50/p99 at fixed offered rates (API + Redis, no worker competing).
+(b) end-to-end chat jobs/s: HTTP → API → Redis → one worker → simulator (zero latency) → succeeded.
+(c) raw arq no-op jobs/s drained by one worker on the same Redis: the upstream we build on; (b)/(c).
+(d) 5,000 in-flight simulator jobs of 1 s each on one worker: wall time and the worker's peak RSS.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from redis.asyncio import Redis
+
+from aijobs.apikeys import ApiKeys
+from aijobs.embedded_redis import free_port
+from bench import arq_noop, harness, pipeline, submit
+
+RESULTS = Path(__file__).with_name("results")
+
+
+async def dev_key(redis_url: str) -> str:
+    redis = Redis.from_url(redis_url)
+    try:
+        return await ApiKeys(redis).create("bench")
+    finally:
+        await redis.aclose()
+
+
+def measure_submit(
+    redis_url: str, data_dir: Path, rates: list[float], duration_s: float
+) -> list[dict[str, Any]]:
+    key = asyncio.run(dev_key(redis_url))
+    with harness.api(redis_url, data_dir) as (url, _, process):
+        rows = [asyncio.run(submit.offered_rate(url, key, rate, duration_s)) for rate in rates]
+        for row in rows:
+            row["api_peak_rss_mb"] = round(harness.peak_rss_mb(process.pid), 1)
+    return rows
+
+
+def measure_end_to_end(redis_url: str, data_dir: Path, jobs: int) -> dict[str, Any]:
+    key = asyncio.run(dev_key(redis_url))
+    with (
+        harness.api(redis_url, data_dir) as (url, env, _),
+        harness.processes((["worker", "--lanes", "interactive"], env)) as (worker,),
+    ):
+        time.sleep(1.0)  # the worker connects and starts polling
+        result = asyncio.run(pipeline.end_to_end(url, key, redis_url, jobs))
+        result["worker_peak_rss_mb"] = round(harness.peak_rss_mb(worker.pid), 1)
+    return result
+
+
+def measure_arq(redis_url: str, jobs: int) -> dict[str, Any]:
+    queue = f"bench:noop:{time.time_ns()}"
+    asyncio.run(arq_noop.enqueue(redis_url, queue, jobs))
+    command = [sys.executable, "-m", "bench.arq_noop", redis_url, queue]
+    output = subprocess.run(command, cwd=harness.ROOT, capture_output=True, text=True, check=True)
+    elapsed_s = float(output.stdout.strip().splitlines()[-1])
+    return {"jobs": jobs, "drain_s": round(elapsed_s, 3), "jobs_per_s": round(jobs / elapsed_s, 1)}
+
+
+def measure_in_flight(redis_url: str, data_dir: Path, jobs: int) -> dict[str, Any]:
+    env = harness.base_env(redis_url, data_dir, free_port())
+    with harness.processes((["worker", "--lanes", "interactive"], env)) as (worker,):
+        time.sleep(1.0)
+        result = asyncio.run(pipeline.in_flight(redis_url, jobs))
+        result["worker_peak_rss_mb"] = round(harness.peak_rss_mb(worker.pid), 1)
+    return result
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench")
+    parser.add_argument("--quick", action="store_true", help="smaller runs, for a smoke test")
+    args = parser.parse_args()
+    scale = 0.2 if args.quick else 1.0
+    with tempfile.TemporaryDirectory(prefix="aijobs-bench-") as tmp:
+        data_dir = Path(tmp)
+        with harness.redis(data_dir) as redis_url:
+            results: dict[str, Any] = {"machine": machine()}
+            results["submit"] = measure_submit(redis_url, data_dir, [100, 200, 500, 1000, 2000], 4 * scale)
+            results["end_to_end"] = measure_end_to_end(redis_url, data_dir, int(4000 * scale))
+            results["arq_noop"] = measure_arq(redis_url, int(4000 * scale))
+            results["in_flight"] = measure_in_flight(redis_url, data_dir, int(5000 * scale))
+    results["ratio_e2e_over_arq"] = round(
+        results["end_to_end"]["jobs_per_s"] / results["arq_noop"]["jobs_per_s"], 2
+    )
+    report(results)
+    RESULTS.mkdir(exist_ok=True)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    (RESULTS / f"bench-{stamp}.json").write_text(json.dumps(results, indent=2))
+    (RESULTS / "latest.json").write_text(json.dumps(results, indent=2))
+    return 0
+
+
+def machine() -> dict[str, Any]:
+    import os
+    import platform
+
+    return {
+        "python": platform.python_version(),
+        "cpus": os.cpu_count(),
+        "when": time.strftime("%Y-%m-%d %H:%M"),
+    }
+
+
+def report(results: dict[str, Any]) -> None:
+    print("\n(a) POST /v1/jobs at fixed offered rates (target: p99 <= 10 ms at 200/s)")
+    print(f"{'offered/s':>10} {'requests':>9} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8} {'errors':>7}")
+    for row in results["submit"]:
+        print(
+            f"{row['offered_per_s']:>10.0f} {row['requests']:>9} {row['p50_ms']:>8.2f} "
+            f"{row['p99_ms']:>8.2f} {row['max_ms']:>8.2f} {row['errors']:>7}"
+        )
+    print(f"API peak RSS: {results['submit'][-1]['api_peak_rss_mb']} MiB")
+    e2e, arq, flight = results["end_to_end"], results["arq_noop"], results["in_flight"]
+    print("\n(b) end to end, HTTP → API → Redis → worker → sim(0 ms) → succeeded, one worker")
+    print(f"    {e2e['jobs']} jobs in {e2e['total_s']} s = {e2e['jobs_per_s']} jobs/s")
+    print(f"    (submitting took {e2e['submit_s']} s); worker peak RSS {e2e['worker_peak_rss_mb']} MiB")
+    print("(c) raw arq no-op jobs drained by one worker, same lane settings")
+    print(f"    {arq['jobs']} jobs in {arq['drain_s']} s = {arq['jobs_per_s']} jobs/s")
+    print(f"    (b)/(c) = {results['ratio_e2e_over_arq']}  (target >= 0.5)")
+    print("(d) in-flight: sim jobs of 1 s each on one worker (target: 5,000 in < 3 s, RSS < 300 MB)")
+    print(f"    {flight['jobs']} jobs finished {flight['total_s']} s after the first was written")
+    print(
+        f"    (writing + enqueueing took {flight['enqueue_s']} s); "
+        f"worker peak RSS {flight['worker_peak_rss_mb']} MiB"
+    )
+    print(f"\nresults written to {RESULTS}/latest.json")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
