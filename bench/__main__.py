@@ -15,6 +15,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -81,14 +82,20 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="smaller runs, for a smoke test")
     args = parser.parse_args()
     scale = 0.2 if args.quick else 1.0
-    with tempfile.TemporaryDirectory(prefix="aijobs-bench-") as tmp:
-        data_dir = Path(tmp)
-        with harness.redis(data_dir) as redis_url:
-            results: dict[str, Any] = {"machine": machine()}
-            results["submit"] = measure_submit(redis_url, data_dir, [100, 200, 500, 1000, 2000], 4 * scale)
-            results["end_to_end"] = measure_end_to_end(redis_url, data_dir, int(4000 * scale))
-            results["arq_noop"] = measure_arq(redis_url, int(4000 * scale))
-            results["in_flight"] = measure_in_flight(redis_url, data_dir, int(5000 * scale))
+    results: dict[str, Any] = {"machine": machine()}
+    phases: dict[str, Callable[[str, Path], Any]] = {
+        "submit": lambda url, d: measure_submit(url, d, [100, 200, 500, 1000, 2000], 4 * scale),
+        "end_to_end": lambda url, d: measure_end_to_end(url, d, int(4000 * scale)),
+        "arq_noop": lambda url, d: measure_arq(url, int(4000 * scale)),
+        "in_flight": lambda url, d: measure_in_flight(url, d, int(5000 * scale)),
+    }
+    for name, measure in phases.items():  # a fresh Redis each: no phase inherits another's backlog
+        with (
+            tempfile.TemporaryDirectory(prefix="aijobs-bench-") as tmp,
+            harness.redis(Path(tmp)) as redis_url,
+        ):
+            print(f"measuring {name} ...", flush=True)
+            results[name] = measure(redis_url, Path(tmp))
     results["ratio_e2e_over_arq"] = round(
         results["end_to_end"]["jobs_per_s"] / results["arq_noop"]["jobs_per_s"], 2
     )

@@ -9,7 +9,7 @@ from typing import Any
 import orjson
 from redis.asyncio import Redis
 
-from aijobs.queue import JobQueue
+from aijobs.queue import delivery
 from aijobs.store import JobStore, Keys
 from bench import loadgen
 from bench.harness import percentile
@@ -63,23 +63,21 @@ async def in_flight(redis_url: str, jobs: int, feature: str = "slow-chat") -> di
     """Write and enqueue ``jobs`` records straight into Redis; time until a running worker ends them all."""
     redis = Redis.from_url(redis_url, max_connections=256)
     store = JobStore(redis, job_ttl_s=3600)
-    queue = await JobQueue.connect(redis_url)
     body = {"messages": [{"role": "user", "content": "hold on"}]}
     semaphore = asyncio.Semaphore(128)
 
     async def one() -> str:
         async with semaphore:
             created = await store.create(
-                tenant="bench", type="chat", feature=feature, lane="interactive", input=body, metadata={}
-            )
-            await queue.enqueue(created.job.id, "interactive")
+                tenant="bench", type="chat", feature=feature, lane="interactive", input=body, metadata={},
+                deliver=delivery,
+            )  # fmt: skip
             return created.job.id
 
     started = time.time()
     ids = await asyncio.gather(*(one() for _ in range(jobs)))
     enqueued = time.time()
     done = await wait_all_succeeded(redis, list(ids), timeout_s=120)
-    await queue.close()
     await redis.aclose()
     return {
         "jobs": jobs,

@@ -112,3 +112,17 @@ async def test_recovery_re_enqueues_stranded_jobs_once(runtime: Runtime, redis: 
     assert await redis.zscore(queue_name("batch"), job_id) is not None
     assert not await runtime.queue.enqueue(job_id, "batch")  # already waiting: never twice
     await runtime.queue.discard(job_id, "batch")
+
+
+async def test_a_job_that_keeps_killing_its_worker_is_failed_not_retried_forever(runtime: Runtime) -> None:
+    from aijobs.worker import MAX_DELIVERIES
+
+    job_id = await new_job(runtime)
+    await runtime.store.transition(job_id, JobStatus.RUNNING)
+    await runtime.process(job_id, job_try=MAX_DELIVERIES + 1)
+    job = await runtime.store.get(job_id)
+    assert job is not None
+    assert job.status is JobStatus.FAILED
+    assert job.error is not None
+    assert job.error["code"] == "gateway_internal"
+    assert f"delivered {MAX_DELIVERIES + 1} times" in job.error["message"]

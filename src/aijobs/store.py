@@ -24,6 +24,7 @@ from redis.asyncio import Redis
 
 from aijobs.jobs import ALLOWED_FROM, TERMINAL, Job, JobIds, JobStatus, new_job_id
 from aijobs.queue import Delivery
+from aijobs.scriptbatch import ScriptBatcher
 
 IDEMPOTENCY_TTL_S = 24 * 3600
 _JSON_FIELDS = ("input", "metadata", "output", "error", "attempts", "usage", "route")
@@ -155,8 +156,8 @@ class JobStore:
     def __init__(self, redis: Redis, job_ttl_s: int) -> None:
         self.redis = redis
         self.job_ttl_s = job_ttl_s
-        self._create = redis.register_script(_CREATE)
-        self._transition = redis.register_script(_TRANSITION)
+        self._create = ScriptBatcher(redis, redis.register_script(_CREATE))
+        self._transition = ScriptBatcher(redis, redis.register_script(_TRANSITION))
         self._ids = JobIds()
 
     async def create(
@@ -189,7 +190,7 @@ class JobStore:
         args: list[Any] = [job.id, int(now * 1000), idem_value, IDEMPOTENCY_TTL_S, cutoff]
         args += [queued.payload, queued.score_ms, queued.expires_ms] if queued else ["", 0, 0]
         args += _encode(job)
-        existing = await self._create(keys=keys, args=args)
+        existing = await self._create(keys, args)
         if existing is None:
             return Created(job, created=True)
         body_hash, _, first_id = existing.decode().partition(" ")
@@ -231,7 +232,7 @@ class JobStore:
         ttl_s = self.job_ttl_s if to in TERMINAL else 0
         allowed = "," + ",".join(sorted(sources)) + ","
         keys = [Keys.job(job_id), Keys.pending]
-        reply = await self._transition(keys=keys, args=[to.value, allowed, ttl_s, int(want_record), *pairs])
+        reply = await self._transition(keys, [to.value, allowed, ttl_s, int(want_record), *pairs])
         previous = JobStatus(reply[1].decode()) if reply[1] else None
         job = decode_job(reply[2]) if len(reply) > 2 else None
         return Transition(bool(reply[0]), previous, job)

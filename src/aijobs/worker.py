@@ -37,6 +37,8 @@ from aijobs.types import INPUT_MODELS
 
 log = logging.getLogger(__name__)
 
+#: A job delivered this many times without finishing (its worker keeps dying) is failed, not retried.
+MAX_DELIVERIES = 5
 RECOVERY_INTERVAL_S = 15.0
 RECOVERY_AGE_S = 30.0
 _MEDIA_OUTPUT_KEY = {"image": "images", "video": "videos"}
@@ -76,6 +78,13 @@ class Runtime:
 
     async def process(self, job_id: str, job_try: int = 1) -> None:
         """Run one job to a terminal status. Never raises for a job's own failure."""
+        if job_try > MAX_DELIVERIES:
+            message = (
+                f"the job was delivered {job_try} times without finishing; a worker may be crashing on it"
+            )
+            fields = {"error": {"code": InternalError.code, "message": message}}
+            await self.store.transition(job_id, JobStatus.FAILED, fields=fields)
+            return
         allowed = {JobStatus.QUEUED, JobStatus.RUNNING} if job_try > 1 else {JobStatus.QUEUED}
         claim = await self.store.transition(job_id, JobStatus.RUNNING, allowed_from=allowed, want_record=True)
         if not claim.ok or claim.job is None:

@@ -1,4 +1,4 @@
-"""Enqueueing over arq, one queue per lane. The only module that imports arq.
+"""Enqueueing over arq, one queue per lane. This package is the only code that imports arq.
 
 arq carries nothing but job ids (JSON-serialised): the record in :mod:`aijobs.store` is the truth
 and arq is the delivery. Enqueueing uses the job id as arq's job id, so enqueueing the same job
@@ -13,11 +13,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
-from arq import Worker
 from arq.connections import ArqRedis, RedisSettings, create_pool
 from arq.constants import expires_extra_ms, job_key_prefix
 from arq.jobs import serialize_job
 
+from aijobs.queue.lanes import LaneWorker
 from aijobs.routing.config import LaneConfig
 
 RUN_JOB = "run_job"
@@ -105,7 +105,6 @@ def lane_worker_options(
         "poll_delay": config.poll_delay_s,
         "job_timeout": config.job_timeout_s + 10,  # the worker enforces its own deadline first
         "keep_result": 0,  # the job record is the result; arq's copy would be a second write
-        "max_tries": 5,
         "job_serializer": _dumps,
         "job_deserializer": orjson.loads,
         "log_results": False,
@@ -114,6 +113,6 @@ def lane_worker_options(
 
 def lane_worker(
     lane: str, config: LaneConfig, run_job: WorkerFunction, ctx: dict[str, Any], redis_url: str
-) -> Worker:
-    """An arq Worker for one lane; signals are the caller's to handle."""
-    return Worker(**lane_worker_options(lane, config, run_job, redis_url), ctx=ctx, handle_signals=False)
+) -> LaneWorker:
+    """A worker for one lane; signals are the caller's to handle."""
+    return LaneWorker(**lane_worker_options(lane, config, run_job, redis_url), ctx=ctx, handle_signals=False)

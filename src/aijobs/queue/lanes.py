@@ -1,0 +1,143 @@
+"""``LaneWorker``: arq's Worker with a batched claim, so one process can keep thousands of jobs in flight.
+
+Stock arq starts jobs one at a time with four round trips each (WATCH, EXISTS, ZSCORE, MULTI/EXEC),
+and because a running job stays in the queue, every poll walks all running jobs again. Measured
+here, that capped one worker near 500 simulator jobs/s and took 11.6 s to start 5,000 jobs.
+
+This subclass keeps arq's data model (queue sorted set, ``arq:job:*`` payloads, ``arq:in-progress:*``
+locks, ``arq:retry:*`` counters) and replaces only the start path:
+
+- one Lua script claims up to the free slots: for each due job it takes the in-progress lock,
+  counts the try, reads the payload, and moves the job's score to ``now + lock`` so later polls skip
+  it (a visibility timeout). If the worker dies, the score comes due as the lock expires, and any
+  worker (ours or stock arq) delivers the job again, which is arq's own redelivery timing;
+- the task function runs directly under the job timeout;
+- finished jobs' arq keys are removed in one batched pipeline per event-loop turn.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+import time
+from typing import Any
+
+import orjson
+from arq import Worker
+from arq.constants import in_progress_key_prefix, job_key_prefix, retry_key_prefix
+
+log = logging.getLogger(__name__)
+
+# KEYS: queue   ARGV: now_ms, lock_ms, max claims
+_CLAIM = """
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, ARGV[3])
+local claimed = {}
+local until_ms = tonumber(ARGV[1]) + tonumber(ARGV[2])
+for _, id in ipairs(due) do
+  if redis.call('SET', 'arq:in-progress:' .. id, '1', 'PX', ARGV[2], 'NX') then
+    local score = redis.call('ZSCORE', KEYS[1], id)
+    redis.call('ZADD', KEYS[1], 'XX', until_ms, id)
+    local try = redis.call('INCR', 'arq:retry:' .. id)
+    redis.call('EXPIRE', 'arq:retry:' .. id, 88400)
+    claimed[#claimed + 1] = id
+    claimed[#claimed + 1] = score
+    claimed[#claimed + 1] = try
+    claimed[#claimed + 1] = redis.call('GET', 'arq:job:' .. id) or ''
+  end
+end
+return claimed
+"""
+
+
+class LaneWorker(Worker):
+    """An arq Worker whose start path claims jobs in batches (see the module docstring)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._claim_script: Any = None
+        self._settle_ids: list[str] = []
+        self._settling: asyncio.Task[None] | None = None
+
+    async def _poll_iteration(self) -> None:
+        free = self.max_jobs - self.job_counter
+        if self.allow_pick_jobs and free > 0:
+            await self._claim(free)
+        await self.heart_beat()
+
+    async def _claim(self, free: int) -> None:
+        if self._claim_script is None:
+            self._claim_script = self.pool.register_script(_CLAIM)
+        now_ms = int(time.time() * 1000)
+        lock_ms = int(self.in_progress_timeout_s * 1000)
+        reply = await self._claim_script(keys=[self.queue_name], args=[now_ms, lock_ms, free])
+        for i in range(0, len(reply), 4):
+            job_id = reply[i].decode()
+            self.job_counter += 1
+            task = self.loop.create_task(
+                self._run(job_id, int(float(reply[i + 1])), int(reply[i + 2]), reply[i + 3])
+            )
+            task.add_done_callback(functools.partial(self._job_done, job_id))
+            self.tasks[job_id] = task
+
+    def _job_done(self, job_id: str, task: asyncio.Task[None]) -> None:
+        # Done tasks leave here, not in a scan of every task on each poll (O(in flight) per poll).
+        self.job_counter -= 1
+        self.tasks.pop(job_id, None)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("job %s: the task failed", job_id, exc_info=task.exception())
+
+    async def _run(self, job_id: str, score: int, job_try: int, payload: bytes) -> None:
+        if not payload:  # the payload expired (arq's 1-day default): nothing to run
+            log.warning("job %s expired before it ran", job_id)
+            self._settle(job_id)
+            return
+        job = orjson.loads(payload)
+        function = self.functions[job["f"]]
+        ctx = {**self.ctx, "job_id": job_id, "job_try": job_try, "score": score}
+        try:
+            async with asyncio.timeout(function.timeout_s or self.job_timeout_s):
+                await function.coroutine(ctx, *job["a"], **job["k"])
+        except asyncio.CancelledError:
+            # Shutting down mid-job: make it visible again at once rather than after the lock expires.
+            await asyncio.shield(self._release(job_id))
+            self.jobs_retried += 1
+            raise
+        except Exception:
+            log.exception("job %s raised", job_id)
+            self.jobs_failed += 1
+        else:
+            self.jobs_complete += 1
+        self._settle(job_id)
+
+    def _settle(self, job_id: str) -> None:
+        """Remove a finished job's arq keys, batched with every other job finishing this loop turn."""
+        self._settle_ids.append(job_id)
+        if self._settling is None or self._settling.done():
+            self._settling = self.loop.create_task(self._flush())
+
+    async def _flush(self) -> None:
+        await asyncio.sleep(0)  # let the jobs finishing in this loop turn join the batch
+        while self._settle_ids:
+            ids, self._settle_ids = self._settle_ids, []
+            async with self.pool.pipeline(transaction=False) as pipe:
+                pipe.zrem(self.queue_name, *ids)
+                keys = [
+                    p + i for i in ids for p in (in_progress_key_prefix, retry_key_prefix, job_key_prefix)
+                ]
+                pipe.delete(*keys)
+                await pipe.execute()
+
+    async def _release(self, job_id: str) -> None:
+        with contextlib.suppress(Exception):
+            async with self.pool.pipeline(transaction=False) as pipe:
+                pipe.zadd(self.queue_name, {job_id: int(time.time() * 1000)}, xx=True)
+                pipe.delete(in_progress_key_prefix + job_id)
+                await pipe.execute()
+
+    async def close(self) -> None:
+        if self._settling is not None:
+            with contextlib.suppress(Exception):
+                await self._settling
+        await super().close()

@@ -1,0 +1,39 @@
+"""Script calls made together share one pipeline, yet each gets its own result or error."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
+
+from aijobs.scriptbatch import ScriptBatcher
+
+INCR_BY = "return redis.call('INCRBY', KEYS[1], ARGV[1])"
+
+
+async def test_concurrent_calls_each_get_their_own_result_and_error(redis: Redis) -> None:
+    batcher = ScriptBatcher(redis, redis.register_script(INCR_BY), max_batch=7)
+    key, wrong_type = f"n:{uuid.uuid4()}", f"list:{uuid.uuid4()}"
+    await redis.rpush(wrong_type, "x")  # type: ignore[misc]
+    calls = [batcher([key], [1]) for _ in range(20)] + [batcher([wrong_type], [1])]
+    results = await asyncio.gather(*calls, return_exceptions=True)
+    assert sorted(r for r in results if isinstance(r, int)) == list(range(1, 21))
+    assert isinstance(results[-1], ResponseError)
+    assert "WRONGTYPE" in str(results[-1])
+
+
+async def test_a_script_unknown_to_the_server_is_loaded_on_first_use(redis: Redis) -> None:
+    await redis.script_flush()
+    batcher = ScriptBatcher(redis, redis.register_script(INCR_BY))
+    assert await batcher([f"n:{uuid.uuid4()}"], [5]) == 5
+
+
+async def test_a_dead_connection_fails_every_waiting_call(redis_url: str) -> None:
+    broken = Redis.from_url(redis_url.replace(redis_url.rsplit(":", 1)[1], "1/0"), socket_connect_timeout=0.5)
+    batcher = ScriptBatcher(broken, broken.register_script(INCR_BY))
+    results = await asyncio.gather(*(batcher(["k"], [1]) for _ in range(3)), return_exceptions=True)
+    assert all(isinstance(r, RedisConnectionError) for r in results), results
+    await broken.aclose()
