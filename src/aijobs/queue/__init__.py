@@ -8,7 +8,6 @@ twice while it waits is a no-op; that makes the recovery sweep (re-enqueue what 
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,12 +15,14 @@ import orjson
 from arq.connections import ArqRedis, RedisSettings, create_pool
 from arq.constants import expires_extra_ms, job_key_prefix
 from arq.jobs import serialize_job
+from arq.typing import WorkerCoroutine
+from arq.worker import func
 
 from aijobs.queue.lanes import LaneWorker
 from aijobs.routing.config import LaneConfig
 
 RUN_JOB = "run_job"
-WorkerFunction = Callable[..., Awaitable[Any]]
+WorkerFunction = WorkerCoroutine
 
 
 def queue_name(lane: str) -> str:
@@ -98,7 +99,7 @@ def lane_worker_options(
 ) -> dict[str, Any]:
     """arq Worker settings for one lane, tuned by ``config`` (arq's defaults cap throughput)."""
     return {
-        "functions": [run_job],
+        "functions": [func(run_job, name=RUN_JOB)],
         "queue_name": queue_name(lane),
         "redis_settings": redis_settings(redis_url),
         "max_jobs": config.max_jobs,

@@ -94,7 +94,12 @@ class LaneWorker(Worker):
             self._settle(job_id)
             return
         job = orjson.loads(payload)
-        function = self.functions[job["f"]]
+        function = self.functions.get(job["f"])
+        if function is None:  # enqueued for a function this worker does not have: drop it, as arq does
+            log.error("job %s names an unknown function %r", job_id, job["f"])
+            self.jobs_failed += 1
+            self._settle(job_id)
+            return
         ctx = {**self.ctx, "job_id": job_id, "job_try": job_try, "score": score}
         try:
             async with asyncio.timeout(function.timeout_s or self.job_timeout_s):
