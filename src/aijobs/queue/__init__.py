@@ -7,7 +7,6 @@ twice while it waits is a no-op; that makes the recovery sweep (re-enqueue what 
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,6 +15,7 @@ from arq.connections import ArqRedis, RedisSettings, create_pool
 from arq.constants import expires_extra_ms, job_key_prefix
 from arq.jobs import serialize_job
 from arq.typing import WorkerCoroutine
+from arq.utils import timestamp_ms
 from arq.worker import func
 
 from aijobs.queue.lanes import LaneWorker
@@ -55,7 +55,7 @@ class Delivery:
 
 def delivery(job_id: str, lane: str) -> Delivery:
     """How to enqueue ``job_id`` on ``lane`` now, in arq's own format."""
-    now_ms = int(time.time() * 1000)
+    now_ms = timestamp_ms()
     payload = serialize_job(RUN_JOB, (job_id,), {}, None, now_ms, serializer=_dumps)
     return Delivery(job_key_prefix + job_id, queue_name(lane), payload, now_ms, expires_extra_ms)
 

@@ -21,12 +21,12 @@ import asyncio
 import contextlib
 import functools
 import logging
-import time
 from typing import Any
 
 import orjson
 from arq import Worker
 from arq.constants import in_progress_key_prefix, job_key_prefix, retry_key_prefix
+from arq.utils import timestamp_ms
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +69,7 @@ class LaneWorker(Worker):
     async def _claim(self, free: int) -> None:
         if self._claim_script is None:
             self._claim_script = self.pool.register_script(_CLAIM)
-        now_ms = int(time.time() * 1000)
+        now_ms = timestamp_ms()  # arq's clock (it rounds); a floor here would skip jobs enqueued this ms
         lock_ms = int(self.in_progress_timeout_s * 1000)
         reply = await self._claim_script(keys=[self.queue_name], args=[now_ms, lock_ms, free])
         for i in range(0, len(reply), 4):
@@ -137,7 +137,7 @@ class LaneWorker(Worker):
     async def _release(self, job_id: str) -> None:
         with contextlib.suppress(Exception):
             async with self.pool.pipeline(transaction=False) as pipe:
-                pipe.zadd(self.queue_name, {job_id: int(time.time() * 1000)}, xx=True)
+                pipe.zadd(self.queue_name, {job_id: timestamp_ms()}, xx=True)
                 pipe.delete(in_progress_key_prefix + job_id)
                 await pipe.execute()
 
