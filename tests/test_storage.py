@@ -244,3 +244,19 @@ async def test_check_fails_without_the_bucket(s3_url: str) -> None:
             await store.check()
     finally:
         await store.close()
+
+
+async def test_signed_urls_use_the_public_endpoint_when_users_reach_s3_elsewhere(s3_endpoint: str) -> None:
+    public = s3_endpoint.replace("127.0.0.1", "localhost")
+    store = await S3Store.open(
+        "aijobs-public-url", endpoint_url=s3_endpoint, region="us-east-1", access_key_id="testing",
+        secret_access_key="testing", create_bucket=True, public_endpoint_url=public,
+    )  # fmt: skip
+    try:
+        await store.put("acme/job_1/0.txt", b"hello", "text/plain")
+        url = await store.signed_url("acme/job_1/0.txt", ttl_s=60)
+        assert url.startswith(public + "/aijobs-public-url/acme/job_1/0.txt?")
+        async with httpx2.AsyncClient() as http:
+            assert (await http.get(url)).content == b"hello"
+    finally:
+        await store.close()

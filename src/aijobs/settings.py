@@ -42,6 +42,10 @@ class Settings(BaseSettings):
     blob_url_ttl_s: int = Field(default=3600, ge=60, le=7 * 24 * 3600)
     s3_bucket: str = "aijobs"
     s3_endpoint_url: str = Field(default="", description="For MinIO, R2 and other S3-compatible stores.")
+    s3_public_url: str = Field(
+        default="",
+        description="The store's address as users reach it, if not s3_endpoint_url (signed links).",
+    )
     s3_region: str = "us-east-1"
     s3_access_key_id: SecretStr = SecretStr("")
     s3_secret_access_key: SecretStr = SecretStr("")

@@ -43,5 +43,6 @@ async def open_blob_store(settings: Settings) -> BlobStore:
             region=settings.s3_region,
             access_key_id=settings.s3_access_key_id.get_secret_value() or None,
             secret_access_key=settings.s3_secret_access_key.get_secret_value() or None,
+            public_endpoint_url=settings.s3_public_url or None,
         )
     return LocalStore(settings.blob_dir, settings.public_url, settings.require_signing_secret())

@@ -43,6 +43,7 @@ class S3Store:
         self.part_size_bytes = part_size_bytes
         self._client = client
         self._stack = stack
+        self._signer = client  # signs download URLs; another client when users reach S3 by another URL
 
     @classmethod
     async def open(
@@ -55,10 +56,14 @@ class S3Store:
         secret_access_key: str | None,
         create_bucket: bool = False,
         part_size_bytes: int = 8 * 1024 * 1024,
+        public_endpoint_url: str | None = None,
     ) -> S3Store:
         """Connect (one long-lived client); with ``create_bucket``, create the bucket if it is missing.
 
         Credentials left as None come from the usual AWS chain (environment, profile, instance role).
+        ``public_endpoint_url`` is the address users reach the store at when it differs from the one
+        this service uses (``http://minio:9000`` inside compose, ``http://localhost:9000`` outside):
+        presigned URLs sign the host, so they are made by a second client for that address.
         """
         if part_size_bytes < MIN_PART_BYTES:
             raise ValueError(f"part_size_bytes must be at least {MIN_PART_BYTES}")
@@ -80,6 +85,10 @@ class S3Store:
                 session.client("s3", endpoint_url=endpoint_url or None, config=config)
             )
             store = cls(client, stack, bucket, part_size_bytes)
+            if public_endpoint_url:
+                store._signer = await stack.enter_async_context(
+                    session.client("s3", endpoint_url=public_endpoint_url, config=config)
+                )
             if create_bucket:
                 await store._create_bucket(region)
         except BaseException:
@@ -146,7 +155,7 @@ class S3Store:
         )  # fmt: skip
 
     async def signed_url(self, key: str, ttl_s: int) -> str:
-        url: str = await self._client.generate_presigned_url(
+        url: str = await self._signer.generate_presigned_url(
             "get_object", Params={"Bucket": self.bucket, "Key": check_key(key)}, ExpiresIn=ttl_s
         )
         return url
