@@ -26,11 +26,15 @@ async def pool(redis_url: str) -> AsyncIterator[ArqRedis]:
 Calls = list[tuple[str, int]]
 
 
-def worker(pool: ArqRedis, lane: str, calls: Calls, *, lock_s: float = 30, block: bool = False) -> LaneWorker:
+def worker(
+    pool: ArqRedis, lane: str, calls: Calls, *, lock_s: float = 30, block: bool = False, fail: bool = False
+) -> LaneWorker:
     async def run_job(ctx: dict[str, Any], job_id: str) -> None:
         calls.append((job_id, ctx["job_try"]))
         if block:
             await asyncio.Event().wait()
+        if fail:
+            raise ConnectionError("redis went away mid-job")
 
     return LaneWorker(
         functions=[func(run_job, name=RUN_JOB)], queue_name=queue_name(lane), redis_pool=pool, max_jobs=100,
@@ -126,3 +130,28 @@ async def test_a_job_for_an_unknown_function_is_dropped_not_left_claimed(pool: A
     await settle(lane_worker)
     assert calls == []
     assert await pool.zcard(queue_name(lane)) == 0
+
+
+async def test_a_job_whose_task_fails_is_released_for_another_delivery(pool: ArqRedis) -> None:
+    lane, calls = f"t{uuid.uuid4().hex[:8]}", Calls()
+    (job_id,) = await enqueue(pool, lane, 1)
+    failing = worker(pool, lane, calls, fail=True)
+    await failing._poll_iteration()
+    await asyncio.gather(*failing.tasks.values())
+    assert await pool.exists(f"arq:job:{job_id}")  # not settled: the job is still owed a run
+    assert not await pool.exists(f"arq:in-progress:{job_id}")
+    healthy = worker(pool, lane, calls)
+    await healthy._poll_iteration()
+    await settle(healthy)
+    assert calls == [(job_id, 1), (job_id, 2)]
+
+
+async def test_polling_survives_redis_going_away(monkeypatch: pytest.MonkeyPatch) -> None:
+    import aijobs.queue.lanes as lanes
+    from aijobs.embedded_redis import free_port
+
+    monkeypatch.setattr(lanes, "POLL_BACKOFF_S", 0.01)
+    dead = ArqRedis(host="127.0.0.1", port=free_port(), socket_connect_timeout=0.2)
+    lane_worker = worker(dead, "nowhere", Calls())
+    await lane_worker._poll_iteration()  # logs and backs off instead of raising
+    await dead.aclose()

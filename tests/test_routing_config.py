@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -63,10 +64,14 @@ route = ["sim:v"]
         ),
         ('[features.X]\ntype = "chat"\nroute = ["sim:a"]', "features.X: a feature name is lowercase"),
         ("[lanes.interactive]\nmax_jobs = 0", "lanes.interactive.max_jobs"),
+        (
+            '[features.x]\ntype = "chat"\nroute = ["sim:a"]\ndeadline_s = 400',
+            "features.x.deadline_s: 400 s exceeds the interactive lane's job_timeout_s (120 s)",
+        ),
     ],
 )
 def test_bad_policies_name_the_key(extra: str, message: str) -> None:
-    with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("]", r"\]")):
+    with pytest.raises(ConfigError, match=re.escape(message)):
         parse_routing(BASE + DEFAULTS + extra)
 
 

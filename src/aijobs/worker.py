@@ -91,8 +91,7 @@ class Runtime:
             return  # canceled while queued, finished already, or another worker has it
         job = claim.job
         try:
-            outcome = await self._route(job)
-            fields = await self._success_fields(job, outcome)
+            fields = await self._run_within_deadline(job)
         except RouteFailed as failed:
             await self._fail(job, failed.error, [a.to_dict() for a in failed.attempts])
             return
@@ -107,7 +106,8 @@ class Runtime:
         if not done.ok:  # canceled while running: the result is discarded
             await self._delete_blobs(fields.get("output", {}))
 
-    async def _route(self, job: Job) -> Outcome:
+    async def _run_within_deadline(self, job: Job) -> dict[str, Any]:
+        """Route the job and store its media, all within the feature's deadline."""
         feature = self.routing.features.get(job.feature)
         if feature is None:
             raise NoRoute(f"feature {job.feature!r} is no longer in the routing policy")
@@ -115,7 +115,8 @@ class Runtime:
         deadline_s = feature.deadline_s or self.routing.config.lane(feature.lane).job_timeout_s
         try:
             async with asyncio.timeout(deadline_s):
-                return await self.router.run(feature, request)
+                outcome = await self.router.run(feature, request)
+                return await self._success_fields(job, outcome)
         except TimeoutError:
             raise DeadlineExceeded(f"the job did not finish within its {deadline_s:g} s deadline") from None
 

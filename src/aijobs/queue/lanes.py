@@ -27,8 +27,11 @@ import orjson
 from arq import Worker
 from arq.constants import in_progress_key_prefix, job_key_prefix, retry_key_prefix
 from arq.utils import timestamp_ms
+from redis.exceptions import RedisError
 
 log = logging.getLogger(__name__)
+
+POLL_BACKOFF_S = 1.0
 
 # KEYS: queue   ARGV: now_ms, lock_ms, max claims
 _CLAIM = """
@@ -61,10 +64,15 @@ class LaneWorker(Worker):
         self._settling: asyncio.Task[None] | None = None
 
     async def _poll_iteration(self) -> None:
-        free = self.max_jobs - self.job_counter
-        if self.allow_pick_jobs and free > 0:
-            await self._claim(free)
-        await self.heart_beat()
+        try:
+            free = self.max_jobs - self.job_counter
+            if self.allow_pick_jobs and free > 0:
+                await self._claim(free)
+            await self.heart_beat()
+        except (RedisError, OSError) as exc:
+            # Redis restarting or a network blip must not end the worker: wait, then poll again.
+            log.warning("polling %s failed (%s); retrying in %.0f s", self.queue_name, exc, POLL_BACKOFF_S)
+            await asyncio.sleep(POLL_BACKOFF_S)
 
     async def _claim(self, free: int) -> None:
         if self._claim_script is None:
@@ -110,10 +118,13 @@ class LaneWorker(Worker):
             self.jobs_retried += 1
             raise
         except Exception:
-            log.exception("job %s raised", job_id)
-            self.jobs_failed += 1
-        else:
-            self.jobs_complete += 1
+            # The task could not finish its job (Redis failed under it, a bug, the job timeout): hand
+            # the job back for another delivery; the task decides when enough deliveries were made.
+            log.exception("job %s raised; releasing it for another delivery", job_id)
+            self.jobs_retried += 1
+            await self._release(job_id)
+            return
+        self.jobs_complete += 1
         self._settle(job_id)
 
     def _settle(self, job_id: str) -> None:
@@ -126,13 +137,15 @@ class LaneWorker(Worker):
         await asyncio.sleep(0)  # let the jobs finishing in this loop turn join the batch
         while self._settle_ids:
             ids, self._settle_ids = self._settle_ids, []
-            async with self.pool.pipeline(transaction=False) as pipe:
-                pipe.zrem(self.queue_name, *ids)
-                keys = [
-                    p + i for i in ids for p in (in_progress_key_prefix, retry_key_prefix, job_key_prefix)
-                ]
-                pipe.delete(*keys)
-                await pipe.execute()
+            keys = [p + i for i in ids for p in (in_progress_key_prefix, retry_key_prefix, job_key_prefix)]
+            try:
+                async with self.pool.pipeline(transaction=False) as pipe:
+                    pipe.zrem(self.queue_name, *ids)
+                    pipe.delete(*keys)
+                    await pipe.execute()
+            except (RedisError, OSError) as exc:
+                # Harmless: those jobs are finished, so their redelivery finds a terminal record.
+                log.warning("clearing %d finished jobs from %s failed: %s", len(ids), self.queue_name, exc)
 
     async def _release(self, job_id: str) -> None:
         with contextlib.suppress(Exception):

@@ -93,6 +93,14 @@ class RoutingConfig(_Config):
     def _references(self) -> RoutingConfig:
         for name, feature in self.features.items():
             _check_feature(name, feature, self.providers)
+            lane_timeout_s = self.lane(feature.lane_name()).job_timeout_s
+            if feature.deadline_s is not None and feature.deadline_s > lane_timeout_s:
+                # A worker stops waiting on a job after its lane's timeout; a longer deadline would
+                # never be reached.
+                raise ValueError(
+                    f"features.{name}.deadline_s: {feature.deadline_s:g} s exceeds the "
+                    f"{feature.lane_name()} lane's job_timeout_s ({lane_timeout_s:g} s)"
+                )
         for job_type in JOB_TYPES:
             feature_name = self.defaults.get(job_type)
             if feature_name is None:
