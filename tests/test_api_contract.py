@@ -27,9 +27,9 @@ async def test_a_tenant_never_sees_another_tenants_jobs(client: httpx2.AsyncClie
     async with httpx2.AsyncClient(base_url=service.url, headers=service.headers(service.other_key)) as other:
         assert (await other.get(f"/v1/jobs/{job['id']}")).status_code == 404
         assert (await other.post(f"/v1/jobs/{job['id']}/cancel")).status_code == 404
-        listed = (await other.get("/v1/jobs", params={"limit": 200})).json()["data"]
+        listed = (await other.get("/v1/jobs", params={"limit": 100})).json()["data"]
         assert job["id"] not in {j["id"] for j in listed}
-    mine = (await client.get("/v1/jobs", params={"limit": 200})).json()["data"]
+    mine = (await client.get("/v1/jobs", params={"limit": 100})).json()["data"]
     assert job["id"] in {j["id"] for j in mine}
 
 
@@ -56,7 +56,7 @@ async def test_concurrent_duplicate_posts_make_exactly_one_job(client: httpx2.As
     assert sorted(r.status_code for r in responses) == [200] * 19 + [202]
     assert len({r.json()["id"] for r in responses}) == 1
     await wait_for(client, responses[0].json()["id"])
-    listed = (await client.get("/v1/jobs", params={"limit": 200})).json()["data"]
+    listed = (await client.get("/v1/jobs", params={"limit": 100})).json()["data"]
     assert sum(1 for j in listed if j["metadata"].get("tag") == tag) == 1
 
 
@@ -81,6 +81,16 @@ BAD_INPUTS: list[tuple[dict[str, Any], str | None]] = [
         {"type": "chat", "input": {"messages": [{"role": "user", "content": "x"}], "tempreature": 1}},
         "input.tempreature",
     ),
+    ({"type": "chat", "input": {"messages": [{"role": "user", "content": 5}]}}, "input.messages.0.content"),
+    (
+        {
+            "type": "chat",
+            "metadata": {"k" * 65: "v"},
+            "input": {"messages": [{"role": "user", "content": "x"}]},
+        },
+        "metadata." + "k" * 65,
+    ),
+    ({"type": "image", "input": {"prompt": "x", "size": "\u0666\u0664x\u0666\u0664"}}, "input.size"),
     ({"type": "painting", "input": {}}, "type"),
     ({"input": {}}, "type"),
     (
@@ -163,6 +173,8 @@ async def test_list_pages_with_a_cursor_and_filters(service: Service, redis_url:
         assert seen == list(reversed(ids))
         only_embed = (await http.get("/v1/jobs", params={"type": "embed"})).json()["data"]
         assert [j["id"] for j in only_embed] == [embed["id"]]
+        assert "input" not in only_embed[0]  # list items are summaries: no megabytes of input or output
+        assert "output" not in only_embed[0]
         bad = await http.get("/v1/jobs", params={"status": "sleeping"})
         assert bad.status_code == 422
         assert bad.json()["error"]["param"] == "status"
@@ -181,3 +193,20 @@ async def test_health_readiness_and_docs(service: Service) -> None:
         missing = await http.get("/v1/nothing-here")
         assert missing.status_code == 404
         assert missing.json()["error"]["code"] == "caller_not_found"
+
+
+async def test_a_body_that_is_not_an_object_is_422(client: httpx2.AsyncClient) -> None:
+    for body in (b"[]", b"42", b'"chat"', b"null"):
+        response = await client.post("/v1/jobs", content=body)
+        assert response.status_code == 422
+        assert response.json()["error"] == {
+            "code": "caller_invalid_request",
+            "message": "the body must be a JSON object",
+            "param": None,
+        }
+
+
+async def test_an_empty_idempotency_key_is_refused_not_shared(client: httpx2.AsyncClient) -> None:
+    response = await client.post("/v1/jobs", json=chat("x"), headers={"Idempotency-Key": ""})
+    assert response.status_code == 422
+    assert response.json()["error"]["param"] == "idempotency-key"

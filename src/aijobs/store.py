@@ -27,6 +27,7 @@ from aijobs.queue import Delivery
 from aijobs.scriptbatch import ScriptBatcher
 
 IDEMPOTENCY_TTL_S = 24 * 3600
+INDEX_MARGIN_S = 2 * 24 * 3600
 _JSON_FIELDS = ("input", "metadata", "output", "error", "attempts", "usage", "route")
 _FLOAT_FIELDS = ("created_at", "started_at", "finished_at")
 
@@ -183,7 +184,9 @@ class JobStore:
         job = Job(job_id, tenant, type, feature, lane, JobStatus.QUEUED, now, input, metadata)
         idem_key = Keys.idempotency(tenant, idempotency[0]) if idempotency else ""
         idem_value = f"{idempotency[1]} {job.id}" if idempotency else ""
-        cutoff = new_job_id(int((now - self.job_ttl_s) * 1000))[:-16]
+        # Index entries older than any record can live (kept job_ttl_s after finishing, and a job may
+        # wait or run up to two days first) are trimmed here; younger stale ones go as `page` meets them.
+        cutoff = new_job_id(int((now - self.job_ttl_s - INDEX_MARGIN_S) * 1000))[:-16]
         queued = deliver(job.id, lane) if deliver else None
         keys = [Keys.job(job.id), Keys.tenant_jobs(tenant), Keys.pending, idem_key]
         keys += [queued.job_key, queued.queue_key] if queued else ["", ""]

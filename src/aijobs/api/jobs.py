@@ -32,22 +32,39 @@ def request_schema(ref_template: str) -> dict[str, Any]:
     return _REQUEST.json_schema(ref_template=ref_template)
 
 
+def field_path(loc: tuple[int | str, ...]) -> str:
+    """A pydantic error location as the caller wrote it: ``input.messages.0.content``.
+
+    Pydantic adds its own steps to locations: the discriminator's value (``chat``), the union member
+    tried (``str``, ``list[...]``) and markers such as ``[key]``; a caller never wrote those.
+    """
+    parts = []
+    for i, step in enumerate(loc):
+        if isinstance(step, int):
+            parts.append(str(step))
+        elif (i == 0 and step in JOB_TYPES) or "[" in step or step in _PYDANTIC_STEPS:
+            continue
+        else:
+            parts.append(step)
+    return ".".join(parts)
+
+
+_PYDANTIC_STEPS = frozenset({"str", "int", "float", "bool", "list", "dict", "none", "function-after"})
+
+
 def parse_job_request(body: bytes) -> JobRequest:
     """Validate a ``POST /v1/jobs`` body; the error names the first offending field."""
     try:
         return _REQUEST.validate_json(body)
     except ValidationError as exc:
         err = exc.errors()[0]
-        loc = [str(p) for p in err["loc"]]
-        if loc and loc[0] in JOB_TYPES:  # pydantic puts the discriminator value first
-            loc = loc[1:]
-        param = ".".join(loc) or None
+        param = field_path(err["loc"]) or None
         message = err["msg"].removeprefix("Value error, ")
         if err["type"] == "json_invalid":
             message, param = "the body is not valid JSON", None
         elif err["type"] in ("union_tag_invalid", "union_tag_not_found"):
             message, param = f"must be one of: {', '.join(JOB_TYPES)}", "type"
-        elif err["type"] == "model_attributes_type" and not loc:
+        elif param is None and err["type"] in ("dict_type", "model_type", "model_attributes_type"):
             message = "the body must be a JSON object"
         raise InvalidRequest(f"{param}: {message}" if param else message, param=param) from None
 
@@ -57,7 +74,7 @@ async def submit(
     request: Request,
     svc: Svc,
     owner: Tenant,
-    idempotency_key: Annotated[str | None, Header(max_length=255)] = None,
+    idempotency_key: Annotated[str | None, Header(min_length=1, max_length=255)] = None,
 ) -> Response:
     """Validate, write the record, enqueue its id. ``Idempotency-Key`` makes retries safe."""
     job_request = parse_job_request(await request.body())
@@ -100,14 +117,14 @@ async def get_job(job_id: str, svc: Svc, owner: Tenant) -> Response:
     return _json(await job_view(job, svc.blobs, svc.settings.blob_url_ttl_s), 200)
 
 
-@router.get("", summary="List jobs, newest first")
+@router.get("", summary="List jobs, newest first (summaries: fetch a job for its input and output)")
 async def list_jobs(
     svc: Svc,
     owner: Tenant,
     status: JobStatus | None = None,
     type: Literal["chat", "embed", "rerank", "image", "speech", "video"] | None = None,
     feature: Annotated[str | None, Query(max_length=64)] = None,
-    limit: Annotated[int, Query(ge=1, le=200)] = 20,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
     after: Annotated[str | None, Query(description="The cursor from the previous page.")] = None,
 ) -> Response:
     if after is not None and not is_job_id(after):
@@ -115,7 +132,7 @@ async def list_jobs(
     filters = {k: v for k, v in {"status": status, "type": type, "feature": feature}.items() if v is not None}
     jobs, cursor = await svc.store.page(owner, limit=limit, after=after, filters=filters)
     ttl_s = svc.settings.blob_url_ttl_s
-    data = [await job_view(job, svc.blobs, ttl_s) for job in jobs]
+    data = [await job_view(job, svc.blobs, ttl_s, summary=True) for job in jobs]
     return _json({"object": "list", "data": data, "has_more": cursor is not None, "next_after": cursor}, 200)
 
 

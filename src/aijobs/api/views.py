@@ -11,8 +11,22 @@ from aijobs.storage import BlobStore
 _BLOB_FIELDS = ("images", "videos", "audio")
 
 
-async def job_view(job: Job, blobs: BlobStore, url_ttl_s: int) -> dict[str, Any]:
-    """The public job object (DESIGN.md §4)."""
+async def job_view(job: Job, blobs: BlobStore, url_ttl_s: int, summary: bool = False) -> dict[str, Any]:
+    """The public job object (DESIGN.md §4). A ``summary`` (list item) leaves out input and output,
+    which can each be megabytes."""
+    if summary:
+        return {**_common(job), "route": job.route, "usage": job.usage}
+    return {
+        **_common(job),
+        "input": job.input,
+        "output": await _signed_output(job.output, blobs, url_ttl_s),
+        "route": job.route,
+        "attempts": [{**a, "started_at": iso(a.get("started_at"))} for a in job.attempts],
+        "usage": job.usage,
+    }
+
+
+def _common(job: Job) -> dict[str, Any]:
     return {
         "id": job.id,
         "object": "job",
@@ -22,12 +36,7 @@ async def job_view(job: Job, blobs: BlobStore, url_ttl_s: int) -> dict[str, Any]
         "created_at": iso(job.created_at),
         "started_at": iso(job.started_at),
         "finished_at": iso(job.finished_at),
-        "input": job.input,
-        "output": await _signed_output(job.output, blobs, url_ttl_s),
         "error": job.error,
-        "route": job.route,
-        "attempts": [{**a, "started_at": iso(a.get("started_at"))} for a in job.attempts],
-        "usage": job.usage,
         "metadata": job.metadata,
     }
 

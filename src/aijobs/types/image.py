@@ -15,7 +15,9 @@ MIN_SIDE_PX, MAX_SIDE_PX = 64, 4_096
 class ImageInput(Strict):
     prompt: str = Field(min_length=1, max_length=MAX_PROMPT_CHARS)
     n: int = Field(default=1, ge=1, le=MAX_IMAGES)
-    size: str = Field(default="1024x1024", pattern=r"^\d{2,5}x\d{2,5}$", description="WIDTHxHEIGHT in px.")
+    size: str = Field(
+        default="1024x1024", pattern=r"^[0-9]{2,5}x[0-9]{2,5}$", description="WIDTHxHEIGHT in px."
+    )
     output_format: Literal["png", "jpeg", "webp"] = "png"
     image: str | None = ImageRef
 
