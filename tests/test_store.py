@@ -38,7 +38,7 @@ async def test_transitions_are_compare_and_set(redis: Redis) -> None:
     claim = await store.transition(job_id, JobStatus.RUNNING, want_record=True)
     assert claim.ok and claim.previous is JobStatus.QUEUED
     assert claim.job is not None and claim.job.runs == 1 and claim.job.started_at is not None
-    assert await redis.zscore(Keys.pending, job_id) is None
+    assert await redis.zscore(Keys.pending("interactive"), job_id) is None
     done = await store.transition(job_id, JobStatus.SUCCEEDED, fields={"output": {"x": [1, 2]}})
     assert done.ok
     job = await store.get(job_id)
@@ -83,11 +83,14 @@ async def test_list_skips_expired_records_and_filters(redis: Redis) -> None:
     assert [j.id for j in canceled] == [ids[5]]
 
 
-async def test_pending_lists_stranded_queued_jobs_with_their_lane(redis: Redis) -> None:
+async def test_pending_lists_a_lanes_queued_jobs_by_age(redis: Redis) -> None:
     store = JobStore(redis, job_ttl_s=600)
     job_id = await make(store, new_tenant())
-    assert (job_id, "interactive") in await store.pending(older_than_s=0)
-    assert job_id not in {j for j, _ in await store.pending(older_than_s=60)}
+    assert job_id in await store.pending("interactive", older_than_s=0)
+    assert job_id not in await store.pending("batch", older_than_s=0)
+    assert job_id not in await store.pending("interactive", older_than_s=60)
+    await store.transition(job_id, JobStatus.RUNNING)
+    assert job_id not in await store.pending("interactive", older_than_s=0)
 
 
 def test_ids_from_one_generator_sort_in_creation_order_within_a_millisecond() -> None:

@@ -14,7 +14,7 @@ from redis.asyncio import Redis
 
 from aijobs.jobs import JobStatus
 from aijobs.providers.registry import build_adapters
-from aijobs.queue import JobQueue, queue_name
+from aijobs.queue import JobQueue, delivery, queue_name
 from aijobs.routing import load_policy
 from aijobs.routing.router import Router
 from aijobs.settings import Settings
@@ -103,15 +103,22 @@ async def test_the_deadline_fails_a_job_that_takes_too_long(runtime: Runtime) ->
     }
 
 
-async def test_recovery_re_enqueues_stranded_jobs_once(runtime: Runtime, redis: Redis) -> None:
-    job_id = await new_job(runtime, "background")  # written, but the API died before enqueueing
+async def test_recovery_re_enqueues_only_jobs_arq_no_longer_holds(runtime: Runtime, redis: Redis) -> None:
+    stranded = await new_job(runtime, "background")  # as if arq's payload expired with no worker around
+    created = await runtime.store.create(
+        tenant="t", type="chat", feature="background", lane="batch", input={}, metadata={}, deliver=delivery
+    )
+    delivered = created.job.id
+    payload_before = await redis.get(f"arq:job:{delivered}")
     await asyncio.sleep(0.01)
-    await runtime.recover(["interactive"], older_than_s=0)  # a lane this job is not on
-    assert await redis.zscore(queue_name("interactive"), job_id) is None
-    assert await runtime.recover(["batch"], older_than_s=0) >= 1
-    assert await redis.zscore(queue_name("batch"), job_id) is not None
-    assert not await runtime.queue.enqueue(job_id, "batch")  # already waiting: never twice
-    await runtime.queue.discard(job_id, "batch")
+    await runtime.recover(["interactive"], older_than_s=0)  # a lane neither job is on
+    assert await redis.zscore(queue_name("interactive"), stranded) is None
+    await runtime.recover(["batch"], older_than_s=0)
+    assert await redis.zscore(queue_name("batch"), stranded) is not None
+    assert await redis.get(f"arq:job:{delivered}") == payload_before  # held by arq: left alone
+    assert await runtime.queue.waiting([stranded, delivered]) == {stranded, delivered}
+    for job_id in (stranded, delivered):
+        await runtime.queue.discard(job_id, "batch")
 
 
 async def test_a_job_that_keeps_killing_its_worker_is_failed_not_retried_forever(runtime: Runtime) -> None:

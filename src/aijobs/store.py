@@ -5,7 +5,7 @@ Layout (prefix ``aijobs:``):
 - ``job:{id}``            hash: the record; scalar fields plus JSON fields (input, output, …)
 - ``jobs:{tenant}``       sorted set, all scores 0: the tenant's job ids in id (= time) order
 - ``idem:{tenant}:{h}``   string ``"{body_hash} {job_id}"`` for an Idempotency-Key, 24 h
-- ``pending``             sorted set of queued job ids by creation time, for recovery
+- ``pending:{lane}``      sorted set of a lane's queued job ids by creation time, for recovery
 - ``apikey:{sha256}``     hash: the tenant an API key belongs to
 
 Creation and every status change are single Lua scripts: atomic, and one round trip each. A
@@ -49,7 +49,9 @@ class Keys:
     def idempotency(cls, tenant: str, key_hash: str) -> str:
         return f"{cls.prefix}idem:{tenant}:{key_hash}"
 
-    pending = "aijobs:pending"
+    @classmethod
+    def pending(cls, lane: str) -> str:
+        return f"{cls.prefix}pending:{lane}"
 
     @classmethod
     def api_key(cls, key_hash: str) -> str:
@@ -75,18 +77,22 @@ end
 return false
 """
 
-# KEYS: job, pending   ARGV: to, allowed-from (",a,b,"), ttl_s (0 = keep), return record (0/1), pairs…
+# KEYS: job   ARGV: to, allowed-from (",a,b,"), ttl_s (0 = keep), return record (0/1), pairs…
+# The lane's pending set is named from the record (non-cluster Redis, as arq itself requires).
 _TRANSITION = """
 local current = redis.call('HGET', KEYS[1], 'status')
 if not current then return {0, false} end
 if not string.find(ARGV[2], ',' .. current .. ',', 1, true) then return {0, current} end
 redis.call('HSET', KEYS[1], 'status', ARGV[1], unpack(ARGV, 5))
 if ARGV[1] == 'running' then redis.call('HINCRBY', KEYS[1], 'runs', 1) end
-if current == 'queued' then redis.call('ZREM', KEYS[2], redis.call('HGET', KEYS[1], 'id')) end
+if current == 'queued' then
+  local lane, id = unpack(redis.call('HMGET', KEYS[1], 'lane', 'id'))
+  redis.call('ZREM', '{PENDING}' .. lane, id)
+end
 if ARGV[3] ~= '0' then redis.call('EXPIRE', KEYS[1], ARGV[3]) end
 if ARGV[4] == '1' then return {1, current, redis.call('HGETALL', KEYS[1])} end
 return {1, current}
-"""
+""".replace("{PENDING}", Keys.pending(""))
 
 
 @dataclass(frozen=True, slots=True)
@@ -188,7 +194,7 @@ class JobStore:
         # wait or run up to two days first) are trimmed here; younger stale ones go as `page` meets them.
         cutoff = new_job_id(int((now - self.job_ttl_s - INDEX_MARGIN_S) * 1000))[:-16]
         queued = deliver(job.id, lane) if deliver else None
-        keys = [Keys.job(job.id), Keys.tenant_jobs(tenant), Keys.pending, idem_key]
+        keys = [Keys.job(job.id), Keys.tenant_jobs(tenant), Keys.pending(lane), idem_key]
         keys += [queued.job_key, queued.queue_key] if queued else ["", ""]
         args: list[Any] = [job.id, int(now * 1000), idem_value, IDEMPOTENCY_TTL_S, cutoff]
         args += [queued.payload, queued.score_ms, queued.expires_ms] if queued else ["", 0, 0]
@@ -234,7 +240,7 @@ class JobStore:
             pairs += [name, orjson.dumps(value) if name in _JSON_FIELDS else value]
         ttl_s = self.job_ttl_s if to in TERMINAL else 0
         allowed = "," + ",".join(sorted(sources)) + ","
-        keys = [Keys.job(job_id), Keys.pending]
+        keys = [Keys.job(job_id)]
         reply = await self._transition(keys, [to.value, allowed, ttl_s, int(want_record), *pairs])
         previous = JobStatus(reply[1].decode()) if reply[1] else None
         job = decode_job(reply[2]) if len(reply) > 2 else None
@@ -291,15 +297,16 @@ class JobStore:
             raws = await pipe.execute()
         return [decode_job(raw) for raw in raws if raw]
 
-    async def pending(self, older_than_s: float, limit: int = 1000) -> list[tuple[str, str]]:
-        """``(job_id, lane)`` of queued jobs created more than ``older_than_s`` ago (for re-enqueueing)."""
+    async def pending(self, lane: str, older_than_s: float, limit: int = 1000) -> list[str]:
+        """Ids of ``lane``'s queued jobs created more than ``older_than_s`` ago, oldest first."""
         cutoff_ms = int((time.time() - older_than_s) * 1000)
-        ids = [i.decode() for i in await self.redis.zrangebyscore(Keys.pending, "-inf", cutoff_ms, 0, limit)]
+        key = Keys.pending(lane)
+        ids = [i.decode() for i in await self.redis.zrangebyscore(key, "-inf", cutoff_ms, 0, limit)]
         async with self.redis.pipeline(transaction=False) as pipe:
             for job_id in ids:
-                pipe.hget(Keys.job(job_id), "lane")
-            lanes = await pipe.execute()
-        stale = [job_id for job_id, lane in zip(ids, lanes, strict=True) if lane is None]
-        if stale:
-            await self.redis.zrem(Keys.pending, *stale)
-        return [(job_id, lane.decode()) for job_id, lane in zip(ids, lanes, strict=True) if lane is not None]
+                pipe.exists(Keys.job(job_id))
+            exists = await pipe.execute()
+        gone = [job_id for job_id, found in zip(ids, exists, strict=True) if not found]
+        if gone:  # deleted by hand: nothing left to run
+            await self.redis.zrem(key, *gone)
+        return [job_id for job_id, found in zip(ids, exists, strict=True) if found]

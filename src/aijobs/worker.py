@@ -163,14 +163,18 @@ class Runtime:
         await self.store.transition(job.id, JobStatus.FAILED, allowed_from={JobStatus.RUNNING}, fields=fields)
 
     async def recover(self, lanes: list[LaneName], older_than_s: float = RECOVERY_AGE_S) -> int:
-        """Re-enqueue queued jobs that look stranded (e.g. the API died between write and enqueue).
+        """Re-enqueue queued jobs that arq no longer holds (e.g. its payload expired with no worker).
 
-        A job still waiting in arq is not enqueued twice (arq dedups on the job id).
+        Records are written and enqueued in one script, so this is a backstop; jobs arq still holds
+        are left alone, and arq dedups on the job id besides.
         """
         count = 0
-        for job_id, lane in await self.store.pending(older_than_s=older_than_s):
-            if lane in lanes and await self.queue.enqueue(job_id, lane):
-                count += 1
+        for lane in lanes:
+            ids = await self.store.pending(lane, older_than_s=older_than_s)
+            held = await self.queue.waiting(ids) if ids else set()
+            for job_id in ids:
+                if job_id not in held and await self.queue.enqueue(job_id, lane):
+                    count += 1
         return count
 
 

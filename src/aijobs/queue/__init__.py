@@ -80,6 +80,14 @@ class JobQueue:
         )
         return job is not None
 
+    async def waiting(self, job_ids: list[str]) -> set[str]:
+        """Which of ``job_ids`` arq still holds (waiting or running), in one round trip."""
+        async with self._pool.pipeline(transaction=False) as pipe:
+            for job_id in job_ids:
+                pipe.exists(job_key_prefix + job_id)
+            held = await pipe.execute()
+        return {job_id for job_id, found in zip(job_ids, held, strict=True) if found}
+
     async def discard(self, job_id: str, lane: str) -> None:
         """Take a waiting job off its lane (a canceled job need not even be picked up)."""
         async with self._pool.pipeline(transaction=True) as pipe:
