@@ -11,7 +11,7 @@ import wave
 import httpx2
 from PIL import Image
 
-from tests.helpers import chat, run, submit, wait_for
+from tests.helpers import chat, run, submit
 
 
 async def download(url: str) -> httpx2.Response:
@@ -156,16 +156,21 @@ async def test_cancel_a_queued_job_and_a_running_one(client: httpx2.AsyncClient)
     assert again.status_code == 409
     assert again.json()["error"]["code"] == "caller_conflict"
 
-    running = await submit(client, chat("slow one", feature="slow-chat"))
-    for _ in range(100):
-        if (await client.get(f"/v1/jobs/{running['id']}")).json()["status"] == "running":
+    running = await submit(client, chat("slow one", feature="slow-chat"))  # the simulator takes 2.5 s
+    status = running["status"]
+    for _ in range(200):
+        status = (await client.get(f"/v1/jobs/{running['id']}")).json()["status"]
+        if status == "running":
             break
-        await asyncio.sleep(0.02)
+        await asyncio.sleep(0.01)
+    assert status == "running"
     response = await client.post(f"/v1/jobs/{running['id']}/cancel")
     assert response.json()["status"] == "canceled"
-    final = await wait_for(client, running["id"])
+    await asyncio.sleep(3.0)  # the worker's result arrives meanwhile, and must be thrown away
+    final = (await client.get(f"/v1/jobs/{running['id']}")).json()
     assert final["status"] == "canceled"
     assert final["output"] is None
+    assert final["error"]["code"] == "gateway_canceled"
 
 
 async def test_unknown_job_is_404(client: httpx2.AsyncClient) -> None:

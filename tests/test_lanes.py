@@ -10,6 +10,7 @@ from typing import Any
 import orjson
 import pytest
 from arq.connections import ArqRedis, RedisSettings, create_pool
+from arq.utils import timestamp_ms
 from arq.worker import func
 
 from aijobs.queue import RUN_JOB, JobQueue, queue_name
@@ -77,18 +78,34 @@ async def test_a_claimed_job_is_invisible_to_other_workers_until_its_lock_lapses
     assert first_calls == [(job_id, 1)]
     score = await pool.zscore(queue_name(lane), job_id)
     assert score is not None and score > (await pool.time())[0] * 1000 + 5_000  # moved into the future
+    lock_ms = await pool.pttl(f"arq:in-progress:{job_id}")
+    assert abs((score - timestamp_ms()) - lock_ms) < 100  # the score comes due as the lock lapses
     other = worker(pool, lane, second_calls)
     await other._poll_iteration()
     assert second_calls == []  # invisible while claimed
     assert not await JobQueue(pool).enqueue(job_id, lane)  # and arq still dedups on its id
-    # The first worker dies: its task is gone, and the lock and score lapse together.
+    # The first worker dies: its task is gone, and the lock and the score lapse together.
     for task in dying.tasks.values():
         task.cancel()
-    await pool.zadd(queue_name(lane), {job_id: 0}, xx=True)
-    await pool.delete(f"arq:in-progress:{job_id}")
+    await settle_cancelled(dying)
+    await pool.set(f"arq:in-progress:{job_id}", b"1", px=300)  # as the dead worker left it, 0.3 s to go
+    await pool.zadd(queue_name(lane), {job_id: timestamp_ms() + 300}, xx=True)
+    await other._poll_iteration()
+    assert second_calls == []  # not yet
+    await asyncio.sleep(0.4)
     await other._poll_iteration()
     await settle(other)
     assert second_calls == [(job_id, 2)]  # delivered again, as a retry
+
+
+async def settle_cancelled(lane_worker: LaneWorker) -> None:
+    """Let cancelled tasks finish without releasing: a dead worker releases nothing."""
+    lane_worker._release = _noop  # type: ignore[method-assign]
+    await asyncio.gather(*lane_worker.tasks.values(), return_exceptions=True)
+
+
+async def _noop(job_id: str) -> None:
+    return None
 
 
 async def test_a_job_interrupted_by_shutdown_is_released_at_once(pool: ArqRedis) -> None:

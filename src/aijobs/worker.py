@@ -226,9 +226,13 @@ def arq_settings(lane: LaneName) -> dict[str, Any]:
     routing = load_policy(settings.routing_file, env)
 
     async def startup(ctx: dict[str, Any]) -> None:
-        ctx["runtime"] = await Runtime.start(settings, routing, env)
+        ctx["runtime"] = runtime = await Runtime.start(settings, routing, env)
+        ctx["stop"] = stop = asyncio.Event()
+        ctx["sweeper"] = asyncio.create_task(_sweep(runtime, [lane], stop))
 
     async def shutdown(ctx: dict[str, Any]) -> None:
+        ctx["stop"].set()
+        await ctx["sweeper"]
         await ctx["runtime"].close()
 
     options = lane_worker_options(lane, routing.config.lane(lane), run_job, settings.redis_url)
