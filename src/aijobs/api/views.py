@@ -15,14 +15,22 @@ async def job_view(job: Job, blobs: BlobStore, url_ttl_s: int, summary: bool = F
     """The public job object (DESIGN.md §4). A ``summary`` (list item) leaves out input and output,
     which can each be megabytes."""
     if summary:
-        return {**_common(job), "route": job.route, "usage": job.usage}
+        return {
+            **_common(job),
+            "error": job.error,
+            "route": job.route,
+            "usage": job.usage,
+            "metadata": job.metadata,
+        }
     return {
         **_common(job),
         "input": job.input,
         "output": await _signed_output(job.output, blobs, url_ttl_s),
+        "error": job.error,
         "route": job.route,
         "attempts": [{**a, "started_at": iso(a.get("started_at"))} for a in job.attempts],
         "usage": job.usage,
+        "metadata": job.metadata,
     }
 
 
@@ -36,8 +44,6 @@ def _common(job: Job) -> dict[str, Any]:
         "created_at": iso(job.created_at),
         "started_at": iso(job.started_at),
         "finished_at": iso(job.finished_at),
-        "error": job.error,
-        "metadata": job.metadata,
     }
 
 
