@@ -1,0 +1,42 @@
+"""The ``aijobs`` command: keys are created once and work; bad arguments fail clearly."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import httpx2
+
+from tests.conftest import ROOT, Service
+
+
+def aijobs(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    command = [sys.executable, "-m", "aijobs", *args]
+    return subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=60, check=False)
+
+
+def test_keys_create_prints_a_working_key_once(service: Service) -> None:
+    result = aijobs("keys", "create", "--tenant", "initech", "--name", "ci", env=service.env)
+    assert result.returncode == 0, result.stderr
+    key = result.stdout.strip()
+    assert key.startswith("aj_") and len(key) > 40
+    assert "cannot be shown again" in result.stderr
+    response = httpx2.get(f"{service.url}/v1/jobs", headers=service.headers(key))
+    assert response.status_code == 200
+    assert response.json()["data"] == []  # a new tenant sees nothing of the others'
+
+
+def test_bad_tenant_names_and_lanes_are_refused(service: Service) -> None:
+    bad_tenant = aijobs("keys", "create", "--tenant", "Not OK", env=service.env)
+    assert bad_tenant.returncode == 2
+    assert "tenant name" in bad_tenant.stderr
+    bad_lane = aijobs("worker", "--lanes", "interactive,fast", env=service.env)
+    assert bad_lane.returncode == 2
+    assert "unknown lane(s) ['fast']" in bad_lane.stderr
+
+
+def test_routing_check_prints_the_resolved_routes(service: Service) -> None:
+    result = aijobs("routing", "check", "routing.dev.toml", env=service.env)
+    assert result.returncode == 0, result.stderr
+    assert "coding" in result.stdout
+    assert "sim:sim-reasoner → sim:sim-fast" in result.stdout
