@@ -115,3 +115,18 @@ async def test_create_enqueues_in_the_same_step(redis: Redis) -> None:
     assert (payload["f"], payload["a"]) == ("run_job", [job_id])
     assert 86_000 < await redis.pttl(f"arq:job:{job_id}") / 1000 <= 86_400
     await redis.zrem(queue_name("interactive"), job_id)
+
+
+async def test_summary_pages_leave_input_and_output_unread(redis: Redis) -> None:
+    store = JobStore(redis, job_ttl_s=600)
+    tenant = new_tenant()
+    job_id = await make(store, tenant)
+    await store.transition(job_id, JobStatus.RUNNING)
+    await store.transition(
+        job_id, JobStatus.SUCCEEDED, fields={"output": {"big": "x" * 1000}, "usage": {"units": 1}}
+    )
+    (summary,), _ = await store.page(tenant, limit=5, summaries=True)
+    (full,), _ = await store.page(tenant, limit=5)
+    assert (summary.input, summary.output) == ({}, None)
+    assert full.output == {"big": "x" * 1000}
+    assert (summary.status, summary.usage, summary.finished_at) == (full.status, full.usage, full.finished_at)

@@ -74,8 +74,7 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
     for warning in routing.warnings:
         log.warning("%s", warning)
     _use_uvloop()
-    asyncio.run(serve(settings, routing, lanes, dict(os.environ)))
-    return 0
+    return 0 if asyncio.run(serve(settings, routing, lanes, dict(os.environ))) else 1
 
 
 def cmd_keys_create(args: argparse.Namespace, settings: Settings) -> int:

@@ -30,6 +30,10 @@ IDEMPOTENCY_TTL_S = 24 * 3600
 INDEX_MARGIN_S = 2 * 24 * 3600
 _JSON_FIELDS = ("input", "metadata", "output", "error", "attempts", "usage", "route")
 _FLOAT_FIELDS = ("created_at", "started_at", "finished_at")
+#: What a list item shows: everything but the input and output, which can each be megabytes.
+_SUMMARY_FIELDS = ["id", "tenant", "type", "feature", "lane", "status", "runs", *_FLOAT_FIELDS]
+_SUMMARY_FIELDS += ["metadata", "error", "usage", "route"]
+_SUMMARY_KEYS = [name.encode() for name in _SUMMARY_FIELDS]
 
 
 class Keys:
@@ -254,11 +258,13 @@ class JobStore:
         after: str | None = None,
         filters: dict[str, str] | None = None,
         scan_limit: int = 5_000,
+        summaries: bool = False,
     ) -> tuple[list[Job], str | None]:
         """Newest first. Returns the page and the cursor for the next one (``None`` at the end).
 
         Filtering scans ids; after ``scan_limit`` of them the page may come back short, with a
-        cursor to continue from, so one request never walks a tenant's whole history.
+        cursor to continue from, so one request never walks a tenant's whole history. With
+        ``summaries`` the records come without input and output, which are not even read.
         """
         index = Keys.tenant_jobs(tenant)
         wanted = {k: v.encode() for k, v in (filters or {}).items()}
@@ -280,21 +286,26 @@ class JobStore:
                 if row[0] is not None and all(v == wanted[n] for n, v in zip(names, row[1:], strict=True)):
                     page.append(job_id)
                     if len(page) == limit:
-                        return await self._records(page), job_id
+                        return await self._records(page, summaries), job_id
             scanned += len(batch)
             if len(batch) < batch_size:
-                return await self._records(page), None
+                return await self._records(page, summaries), None
             cursor = f"({batch[-1]}"
             if scanned >= scan_limit:
-                return await self._records(page), batch[-1]
+                return await self._records(page, summaries), batch[-1]
 
-    async def _records(self, ids: list[str]) -> list[Job]:
+    async def _records(self, ids: list[str], summaries: bool = False) -> list[Job]:
         if not ids:
             return []
         async with self.redis.pipeline(transaction=False) as pipe:
             for job_id in ids:
-                pipe.hgetall(Keys.job(job_id))
+                if summaries:
+                    pipe.hmget(Keys.job(job_id), _SUMMARY_FIELDS)
+                else:
+                    pipe.hgetall(Keys.job(job_id))
             raws = await pipe.execute()
+        if summaries:
+            raws = [{k: v for k, v in zip(_SUMMARY_KEYS, row, strict=True) if v is not None} for row in raws]
         return [decode_job(raw) for raw in raws if raw]
 
     async def pending(self, lane: str, older_than_s: float, limit: int = 1000) -> list[str]:

@@ -184,8 +184,12 @@ async def run_job(ctx: dict[str, Any], job_id: str) -> None:
     await runtime.process(job_id, ctx.get("job_try", 1))
 
 
-async def serve(settings: Settings, routing: Routing, lanes: list[LaneName], env: dict[str, str]) -> None:
-    """Serve ``lanes`` in this process until SIGINT/SIGTERM, then finish running jobs (grace period)."""
+async def serve(settings: Settings, routing: Routing, lanes: list[LaneName], env: dict[str, str]) -> bool:
+    """Serve ``lanes`` until SIGINT/SIGTERM, then finish running jobs (grace period).
+
+    Returns ``False`` when a lane stopped on its own (an error), so the process can exit non-zero
+    and its supervisor restart it.
+    """
     runtime = await Runtime.start(settings, routing, env)
     ctx: dict[str, Any] = {"runtime": runtime}
     workers = [
@@ -199,12 +203,15 @@ async def serve(settings: Settings, routing: Routing, lanes: list[LaneName], env
     sweeper = asyncio.create_task(_sweep(runtime, lanes, stop))
     log.info("worker serving lanes %s", ", ".join(lanes))
     await asyncio.wait([*tasks, asyncio.create_task(stop.wait())], return_when=asyncio.FIRST_COMPLETED)
+    failed = [t for t in tasks if t.done() and (t.cancelled() or t.exception() is not None)]
+    for task in failed:
+        log.error("a lane stopped unexpectedly; shutting the worker down", exc_info=task.exception())
     for w in workers:
         w.allow_pick_jobs = False
     running = [t for w in workers for t in w.tasks.values() if not t.done()]
     if running:
         log.info("finishing %d running jobs", len(running))
-        await asyncio.wait(running, timeout=settings_grace_s(routing, lanes))
+        await asyncio.wait(running, timeout=shutdown_grace_s(routing, lanes))
     for w in workers:
         with contextlib.suppress(asyncio.CancelledError):
             await w.close()
@@ -213,6 +220,7 @@ async def serve(settings: Settings, routing: Routing, lanes: list[LaneName], env
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await task
     await runtime.close()
+    return not failed
 
 
 def arq_settings(lane: LaneName) -> dict[str, Any]:
@@ -239,7 +247,7 @@ def arq_settings(lane: LaneName) -> dict[str, Any]:
     return {**options, "on_startup": startup, "on_shutdown": shutdown}
 
 
-def settings_grace_s(routing: Routing, lanes: list[LaneName]) -> float:
+def shutdown_grace_s(routing: Routing, lanes: list[LaneName]) -> float:
     """How long a stopping worker waits for running jobs: at most 25 s (container stop timeouts)."""
     return min(25.0, max(routing.config.lane(lane).job_timeout_s for lane in lanes))
 
@@ -248,6 +256,8 @@ async def _sweep(runtime: Runtime, lanes: list[LaneName], stop: asyncio.Event) -
     while not stop.is_set():
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), RECOVERY_INTERVAL_S)
+        if stop.is_set():
+            return
         try:
             if count := await runtime.recover(lanes):
                 log.warning("re-enqueued %d stranded jobs", count)

@@ -130,7 +130,7 @@ async def list_jobs(
     if after is not None and not is_job_id(after):
         raise InvalidRequest("after: not a job id cursor", param="after")
     filters = {k: v for k, v in {"status": status, "type": type, "feature": feature}.items() if v is not None}
-    jobs, cursor = await svc.store.page(owner, limit=limit, after=after, filters=filters)
+    jobs, cursor = await svc.store.page(owner, limit=limit, after=after, filters=filters, summaries=True)
     ttl_s = svc.settings.blob_url_ttl_s
     data = [await job_view(job, svc.blobs, ttl_s, summary=True) for job in jobs]
     return _json({"object": "list", "data": data, "has_more": cursor is not None, "next_after": cursor}, 200)
