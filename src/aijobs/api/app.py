@@ -18,13 +18,15 @@ from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
 from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 from starlette.exceptions import HTTPException
 
 from aijobs.api import health, jobs
 from aijobs.api.deps import Services
 from aijobs.api.limits import BodyLimit
 from aijobs.apikeys import ApiKeys
-from aijobs.errors import AijobsError, CallerError, InternalError, InvalidRequest
+from aijobs.errors import AijobsError, CallerError, InternalError, InvalidRequest, StorageError
 from aijobs.queue import JobQueue
 from aijobs.routing import Routing, load_policy
 from aijobs.settings import Settings
@@ -72,6 +74,14 @@ async def _http_error(_: Request, exc: Exception) -> Response:
     return error_response(exc.status_code, code, str(exc.detail))
 
 
+async def _redis_unavailable(_: Request, exc: Exception) -> Response:
+    log.error("Redis is unavailable: %s", exc)
+    error = StorageError("the job store is unavailable; retry shortly")
+    response = error_response(error.http_status, error.code, error.message)
+    response.headers["Retry-After"] = "1"
+    return response
+
+
 async def _unexpected(_: Request, exc: Exception) -> Response:
     log.exception("unhandled error", exc_info=exc)
     error = InternalError("an internal error occurred; it has been logged")
@@ -112,6 +122,8 @@ def create_app(settings: Settings, routing: Routing) -> FastAPI:
     app.add_exception_handler(AijobsError, _aijobs_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(HTTPException, _http_error)
+    app.add_exception_handler(RedisConnectionError, _redis_unavailable)
+    app.add_exception_handler(RedisTimeoutError, _redis_unavailable)
     app.add_exception_handler(Exception, _unexpected)
     app.include_router(jobs.router)
     app.include_router(health.router)
