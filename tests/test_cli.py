@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
@@ -40,3 +41,21 @@ def test_routing_check_prints_the_resolved_routes(service: Service) -> None:
     assert result.returncode == 0, result.stderr
     assert "coding" in result.stdout
     assert "sim:sim-reasoner → sim:sim-fast" in result.stdout
+
+
+def test_submit_waits_for_the_result_and_reports_bad_input(service: Service) -> None:
+    env = {**service.env, "AIJOBS_KEY": service.key, "AIJOBS_PUBLIC_URL": service.url}
+    done = aijobs("submit", "embed", '{"input": ["a red fox"]}', "--wait", "20", env=env)
+    assert done.returncode == 0, done.stderr
+    job = json.loads(done.stdout)
+    assert job["status"] == "succeeded"
+    assert len(job["output"]["embeddings"][0]) == 256
+    failed = aijobs("submit", "chat", '{"messages": [{"role": "user", "content": "x"}]}', "--feature",
+                    "broken-chat", "--wait", "20", env=env)  # fmt: skip
+    assert failed.returncode == 1
+    assert json.loads(failed.stdout)["error"]["code"] == "provider_unavailable"
+    bad = aijobs("submit", "image", '{"prompt": "x", "size": "1x1"}', env=env)
+    assert bad.returncode == 2
+    assert "422: input.size: each side must be between 64 and 4096 px" in bad.stderr
+    worse = aijobs("submit", "image", '{"prompt": "x", "size": "large"}', env=env)
+    assert "422: input.size: must be WIDTHxHEIGHT in pixels, e.g. 1024x1024" in worse.stderr

@@ -1,4 +1,4 @@
-"""The ``aijobs`` command: ``run | api | worker | keys | routing``.
+"""The ``aijobs`` command: ``run | api | worker | submit | keys | routing``.
 
 ``aijobs run`` is the development supervisor behind ``make run``: embedded Redis (unless
 ``REDIS_URL`` is set), the local blob store, the simulator routing, then the API and one worker as
@@ -10,15 +10,18 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import logging
 import os
 import sys
+import time
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 
 from aijobs.errors import ConfigError
 from aijobs.routing.config import LANES, LaneName
 from aijobs.settings import Settings
+from aijobs.types import JOB_TYPES
 
 log = logging.getLogger("aijobs")
 
@@ -111,6 +114,46 @@ def cmd_routing_check(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _read_input(text: str) -> Any:
+    if text == "-":
+        text = sys.stdin.read()
+    elif text.startswith("@"):
+        text = Path(text[1:]).read_text(encoding="utf-8")
+    return json.loads(text)
+
+
+def cmd_submit(args: argparse.Namespace, settings: Settings) -> int:
+    """Submit a job over HTTP; with --wait, poll it to the end (exit 0 succeeded, 1 failed, 3 timed out)."""
+    import httpx2
+
+    key = args.key or os.environ.get("AIJOBS_KEY", "")
+    if not key:
+        print("aijobs: pass --key or set AIJOBS_KEY", file=sys.stderr)
+        return 2
+    try:
+        body: dict[str, Any] = {"type": args.type, "input": _read_input(args.input)}
+    except (OSError, ValueError) as exc:
+        print(f"aijobs: cannot read the input: {exc}", file=sys.stderr)
+        return 2
+    if args.feature:
+        body["feature"] = args.feature
+    headers = {"Authorization": f"Bearer {key}"}
+    with httpx2.Client(base_url=args.url or settings.public_url, headers=headers, timeout=30) as http:
+        response = http.post("/v1/jobs", json=body)
+        if response.status_code >= 400:
+            print(f"aijobs: {response.status_code}: {response.json()['error']['message']}", file=sys.stderr)
+            return 2
+        job = response.json()
+        deadline = time.monotonic() + args.wait
+        while args.wait and job["status"] in ("queued", "running") and time.monotonic() < deadline:
+            time.sleep(0.2)
+            job = http.get(f"/v1/jobs/{job['id']}").json()
+    print(json.dumps(job, indent=2, ensure_ascii=False))
+    if not args.wait:
+        return 0
+    return {"succeeded": 0, "failed": 1, "canceled": 1}.get(job["status"], 3)
+
+
 def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     from aijobs.devserver import DevServer
 
@@ -135,6 +178,17 @@ def build_parser() -> argparse.ArgumentParser:
     worker = sub.add_parser("worker", help="run jobs from one or more lanes")
     worker.add_argument("--lanes", default=",".join(LANES), help="comma-separated: interactive,media,batch")
     worker.set_defaults(func=cmd_worker)
+
+    submit = sub.add_parser("submit", help="submit a job to a running API and print it")
+    submit.add_argument("type", choices=JOB_TYPES)
+    submit.add_argument("input", help="the job's input as JSON, @FILE, or - for stdin")
+    submit.add_argument("--feature", default=None)
+    submit.add_argument(
+        "--wait", type=float, default=0, metavar="S", help="wait up to S seconds for the result"
+    )
+    submit.add_argument("--url", default=None, help="API URL (default AIJOBS_PUBLIC_URL or http://HOST:PORT)")
+    submit.add_argument("--key", default=None, help="API key (default AIJOBS_KEY)")
+    submit.set_defaults(func=cmd_submit)
 
     keys = sub.add_parser("keys", help="manage API keys").add_subparsers(dest="keys_command", required=True)
     create = keys.add_parser("create", help="create a key for a tenant and print it once")

@@ -126,6 +126,10 @@ Submit a job, then fetch it by the id it returns:
        -H 'Content-Type: application/json' -d '{body}'
   curl -s {base}/v1/jobs/JOB_ID -H "Authorization: Bearer $AIJOBS_KEY"
 
+or submit and wait for the result in one step:
+
+  .venv/bin/aijobs submit chat '{{"messages": [{{"role": "user", "content": "Hello!"}}]}}' --wait 30
+
 Ctrl-C stops everything.
 """,
             flush=True,
