@@ -89,6 +89,14 @@ def exercise(banner: str, port: int) -> None:
     )
     job_id = re.search(r'"id":"(job_\w+)"', submitted.stdout)
     assert job_id, submitted.stdout
+    # The one-step example too, as printed: it waits and exits 0 once the job succeeded.
+    one_step = banner[banner.index(".venv/bin/aijobs submit") : banner.index("Ctrl-C")]
+    script = f"export AIJOBS_KEY={key.group(1)}\n{one_step}"
+    waited = subprocess.run(
+        ["bash", "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=60, check=False
+    )
+    assert waited.returncode == 0, waited.stderr
+    assert '"status": "succeeded"' in waited.stdout
     headers = {"Authorization": f"Bearer {key.group(1)}"}
     with httpx2.Client(base_url=f"http://127.0.0.1:{port}", headers=headers, timeout=10) as http:
         job = wait(http, job_id.group(1))

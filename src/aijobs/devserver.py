@@ -128,7 +128,8 @@ Submit a job, then fetch it by the id it returns:
 
 or submit and wait for the result in one step:
 
-  .venv/bin/aijobs submit chat '{{"messages": [{{"role": "user", "content": "Hello!"}}]}}' --wait 30
+  .venv/bin/aijobs submit chat '{{"messages": [{{"role": "user", "content": "Hello!"}}]}}' \\
+       --wait 30 --url {base}
 
 Ctrl-C stops everything.
 """,
