@@ -59,3 +59,13 @@ def test_submit_waits_for_the_result_and_reports_bad_input(service: Service) -> 
     assert "422: input.size: each side must be between 64 and 4096 px" in bad.stderr
     worse = aijobs("submit", "image", '{"prompt": "x", "size": "large"}', env=env)
     assert "422: input.size: must be WIDTHxHEIGHT in pixels, e.g. 1024x1024" in worse.stderr
+
+
+def test_a_revoked_key_stops_working(service: Service) -> None:
+    key = aijobs("keys", "create", "--tenant", "umbrella", env=service.env).stdout.strip()
+    assert httpx2.get(f"{service.url}/v1/jobs", headers=service.headers(key)).status_code == 200
+    assert aijobs("keys", "revoke", key, env=service.env).returncode == 0
+    assert httpx2.get(f"{service.url}/v1/jobs", headers=service.headers(key)).status_code == 401
+    again = aijobs("keys", "revoke", key, env=service.env)
+    assert again.returncode == 1
+    assert "no such key" in again.stderr

@@ -102,6 +102,25 @@ def cmd_keys_create(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_keys_revoke(args: argparse.Namespace, settings: Settings) -> int:
+    from redis.asyncio import Redis
+
+    from aijobs.apikeys import ApiKeys
+
+    async def revoke() -> bool:
+        redis = Redis.from_url(settings.redis_url)
+        try:
+            return await ApiKeys(redis).revoke(args.key)
+        finally:
+            await redis.aclose()
+
+    if not asyncio.run(revoke()):
+        print("aijobs: no such key", file=sys.stderr)
+        return 1
+    print(f"revoked; API processes stop accepting it within {settings.key_cache_ttl_s:g} s", file=sys.stderr)
+    return 0
+
+
 def cmd_routing_check(args: argparse.Namespace, settings: Settings) -> int:
     from aijobs.routing import load_policy
 
@@ -195,6 +214,9 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument("--tenant", required=True)
     create.add_argument("--name", default="", help="a label for the key")
     create.set_defaults(func=cmd_keys_create)
+    revoke = keys.add_parser("revoke", help="revoke a key")
+    revoke.add_argument("key")
+    revoke.set_defaults(func=cmd_keys_revoke)
 
     routing = sub.add_parser("routing", help="routing policy tools").add_subparsers(
         dest="routing_command", required=True

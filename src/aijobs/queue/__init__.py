@@ -95,9 +95,6 @@ class JobQueue:
             pipe.delete(f"arq:job:{job_id}")
             await pipe.execute()
 
-    async def depth(self, lane: str) -> int:
-        return int(await self._pool.zcard(queue_name(lane)))
-
     async def close(self) -> None:
         await self._pool.aclose(close_connection_pool=True)
 
