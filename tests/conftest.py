@@ -153,3 +153,36 @@ async def _make_keys(redis_url: str) -> tuple[str, str]:
 async def client(service: Service) -> AsyncIterator[httpx2.AsyncClient]:
     async with httpx2.AsyncClient(base_url=service.url, headers=service.headers(), timeout=30) as http:
         yield http
+
+
+@pytest.fixture(scope="session")
+def llmock_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """llmock (PyPI) on loopback: real provider wire formats with fault injection."""
+    port = free_port()
+    log = (tmp_path_factory.mktemp("llmock") / "llmock.log").open("wb")
+    command = [
+        str(Path(sys.executable).with_name("llmock")),
+        "serve",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+    ]
+    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if httpx2.get(f"{url}/health", timeout=1).status_code == 200:
+                    break
+            except httpx2.HTTPError:
+                pass
+            if time.monotonic() > deadline or process.poll() is not None:
+                raise RuntimeError("llmock did not start")
+            time.sleep(0.1)
+        yield url
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+        log.close()

@@ -11,7 +11,7 @@ from types import MappingProxyType
 
 import httpx2
 
-from aijobs.providers import sim
+from aijobs.providers import openai, sim
 from aijobs.providers.base import Adapter, ProviderContext
 from aijobs.routing.policy import Routing
 
@@ -23,6 +23,8 @@ ADAPTERS: Mapping[tuple[str, str], type[Adapter]] = MappingProxyType(
         ("sim", "image"): sim.SimImage,
         ("sim", "speech"): sim.SimSpeech,
         ("sim", "video"): sim.SimVideo,
+        ("openai", "chat"): openai.OpenAIChat,
+        ("openai", "embed"): openai.OpenAIEmbed,
     }
 )
 

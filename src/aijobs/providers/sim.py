@@ -29,6 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from aijobs.errors import ProviderRejected, ProviderUnavailable
 from aijobs.providers import sim_media
 from aijobs.providers.base import MediaResult, ProviderContext, options_for
+from aijobs.tokens import count_tokens, split_tokens
 from aijobs.types.chat import AssistantMessage, ChatInput, ChatResult, FinishReason, FunctionCall, ToolCall
 from aijobs.types.common import Media, Usage
 from aijobs.types.embed import EmbedInput, EmbedResult
@@ -37,7 +38,6 @@ from aijobs.types.rerank import RerankHit, RerankInput, RerankResult
 from aijobs.types.speech import SpeechInput
 from aijobs.types.video import VideoInput
 
-_TOKEN = re.compile(r"\w+|[^\w\s]", re.UNICODE)
 _WORD = re.compile(r"\w+", re.UNICODE)
 DEFAULT_DIMENSIONS = 256
 
@@ -52,11 +52,6 @@ class SimOptions(BaseModel):
 
 
 _NO_OPTIONS = SimOptions()
-
-
-def count_tokens(text: str) -> int:
-    """Words and punctuation marks: close enough to BPE counts for English to be useful."""
-    return len(_TOKEN.findall(text))
 
 
 class _Sim:
@@ -89,7 +84,7 @@ class SimChat(_Sim):
         text = f"Simulated reply to: {last_user.strip()[:400]}"
         if request.response_format and request.response_format.type != "text":
             text = orjson.dumps({"reply": text}).decode()
-        tokens = _TOKEN.findall(text)
+        tokens = split_tokens(text)
         finish: FinishReason = "stop"
         if request.max_tokens is not None and len(tokens) > request.max_tokens:
             tokens, finish = tokens[: request.max_tokens], "length"
@@ -121,7 +116,7 @@ def embed_text(text: str, dimensions: int) -> list[float]:
     """A unit vector from hashed words and character trigrams (the hashing trick, signed)."""
     vector = [0.0] * dimensions
     lowered = text.lower()
-    features = _TOKEN.findall(lowered)
+    features = split_tokens(lowered)
     padded = f"  {lowered}  "
     features += [padded[i : i + 3] for i in range(len(padded) - 2)]
     for feature in features:

@@ -18,6 +18,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from aijobs.errors import ConfigError
+from aijobs.providers.presets import PRESETS, preset_for
 from aijobs.types import FEATURE_PATTERN, JOB_TYPES, JobType
 
 LaneName = Literal["interactive", "media", "batch"]
@@ -50,7 +51,21 @@ class ProviderConfig(_Config):
     preset: str | None = None
     base_url: str | None = Field(default=None, pattern=r"^https?://")
     api_key_env: str | None = Field(default=None, pattern=r"^[A-Z_][A-Z0-9_]*$")
+    connect_timeout_s: float = Field(default=5.0, gt=0, le=60)
+    read_timeout_s: float = Field(
+        default=120.0, gt=0, le=3600, description="Per read; the Router bounds an attempt."
+    )
     models: dict[str, dict[str, Any]] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _preset_known(self) -> ProviderConfig:
+        if self.kind != "openai":
+            return self
+        if self.preset is not None and self.preset not in PRESETS:
+            raise ValueError(f"unknown preset {self.preset!r}; known: {', '.join(sorted(PRESETS))}")
+        if not self.base_url and not preset_for(self.preset).base_url:
+            raise ValueError(f"base_url is required with preset {self.preset!r}")
+        return self
 
 
 class FeatureConfig(_Config):

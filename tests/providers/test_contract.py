@@ -1,0 +1,239 @@
+"""One contract, every network adapter: success, usage, and each failure mapped to its closed code.
+
+Each target is an adapter pointed at a fake that speaks its provider's wire format over real HTTP
+(llmock for the protocols it covers). Adding a kind adds a target here; every case then runs on it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import httpx2
+import pytest
+
+from aijobs.embedded_redis import free_port
+from aijobs.errors import ProviderError
+from aijobs.providers.base import Adapter, ProviderContext
+from aijobs.providers.registry import ADAPTERS
+from aijobs.routing.config import ProviderConfig
+from aijobs.types.chat import ChatInput, ChatResult
+from aijobs.types.embed import EmbedInput, EmbedResult
+
+API_KEY = "sk-test-0123456789abcdef"
+
+
+def check_chat(result: Any) -> None:
+    assert isinstance(result, ChatResult)
+    assert result.message.content
+    assert result.finish_reason == "stop"
+    assert result.usage.input_tokens > 0
+    assert result.usage.output_tokens > 0
+    assert not result.usage.estimated
+
+
+def check_embed(result: Any) -> None:
+    assert isinstance(result, EmbedResult)
+    assert len(result.embeddings) == 2
+    assert all(len(v) > 8 and all(math.isfinite(x) for x in v) for v in result.embeddings)
+    assert result.usage.input_tokens > 0
+
+
+@dataclass(frozen=True)
+class Target:
+    name: str
+    kind: str
+    job_type: str
+    preset: str | None
+    path: str  # where the fake serves this protocol
+    model: str
+    request: Any
+    check: Callable[[Any], None]
+
+
+CHAT = ChatInput.model_validate(
+    {"messages": [{"role": "user", "content": "Say hello to the contract suite."}]}
+)
+EMBED = EmbedInput(input=["a red fox", "a blue whale"])
+TARGETS = [
+    Target("openai-chat", "openai", "chat", "openai", "/v1", "gpt-4o-mini", CHAT, check_chat),
+    Target("deepseek-chat", "openai", "chat", "deepseek", "/v1", "deepseek-chat", CHAT, check_chat),
+    Target(
+        "mistral-chat", "openai", "chat", "mistral", "/mistral/v1", "mistral-small-latest", CHAT, check_chat
+    ),
+    Target("xai-chat", "openai", "chat", "xai", "/xai/v1", "grok-3-mini", CHAT, check_chat),
+    Target(
+        "groq-chat", "openai", "chat", "groq", "/groq/openai/v1", "llama-3.1-8b-instant", CHAT, check_chat
+    ),
+    Target(
+        "together-chat",
+        "openai",
+        "chat",
+        "together",
+        "/together/v1",
+        "meta-llama/Llama-3-8b",
+        CHAT,
+        check_chat,
+    ),
+    Target("openai-embed", "openai", "embed", "openai", "/v1", "text-embedding-3-small", EMBED, check_embed),
+]
+
+
+def adapter(target: Target, base_url: str, http: httpx2.AsyncClient, read_timeout_s: float = 5.0) -> Adapter:
+    config = ProviderConfig(
+        kind=target.kind, preset=target.preset, base_url=base_url, api_key_env="FAKE_KEY",
+        connect_timeout_s=1.0, read_timeout_s=read_timeout_s,
+    )  # fmt: skip
+    return ADAPTERS[(target.kind, target.job_type)](ProviderContext("fake", config, API_KEY, http, {}))
+
+
+@pytest.fixture(params=TARGETS, ids=[t.name for t in TARGETS])
+def target(request: pytest.FixtureRequest) -> Target:
+    chosen: Target = request.param
+    return chosen
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[httpx2.AsyncClient]:
+    async with httpx2.AsyncClient() as client:
+        yield client
+
+
+async def scenario(llmock_url: str, *behaviors: dict[str, Any]) -> None:
+    async with httpx2.AsyncClient(base_url=llmock_url) as admin:
+        assert (await admin.post("/_llmock/reset")).status_code == 200
+        if behaviors:
+            response = await admin.post("/_llmock/scenario", json={"behaviors": list(behaviors)})
+            assert response.status_code in (200, 201), response.text
+
+
+async def test_success_with_usage(target: Target, llmock_url: str, http: httpx2.AsyncClient) -> None:
+    await scenario(llmock_url)
+    result = await adapter(target, llmock_url + target.path, http).run(target.model, target.request)
+    target.check(result)
+
+
+CASES = [
+    ({"type": "fail", "status": 400}, "provider_rejected"),
+    ({"type": "fail", "status": 401}, "provider_auth"),
+    ({"type": "fail", "status": 403}, "provider_auth"),
+    ({"type": "fail", "status": 404, "message": "The model does not exist", "code": "model_not_found"},
+     "provider_model_not_found"),
+    ({"type": "fail", "status": 400, "code": "context_length_exceeded",
+      "message": "This model's maximum context length is 8192 tokens. However, you requested 9000 tokens."},
+     "provider_context_window"),
+    ({"type": "fail", "status": 413}, "provider_context_window"),
+    ({"type": "fail", "status": 400, "code": "content_filter", "message": "The response was filtered."},
+     "provider_content_filtered"),
+    ({"type": "fail", "status": 429, "retry_after": 2}, "provider_rate_limited"),
+    ({"type": "fail", "status": 500}, "provider_unavailable"),
+    ({"type": "fail", "status": 503}, "provider_unavailable"),
+    ({"type": "fail", "status": 529}, "provider_unavailable"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("behavior", "code"), CASES, ids=[f"{b['status']}-{c}" for b, c in CASES])
+async def test_failures_map_to_their_codes(
+    target: Target, llmock_url: str, http: httpx2.AsyncClient, behavior: dict[str, Any], code: str
+) -> None:
+    await scenario(llmock_url, behavior)
+    with pytest.raises(ProviderError) as caught:
+        await adapter(target, llmock_url + target.path, http).run(target.model, target.request)
+    error = caught.value
+    assert error.code == code
+    assert error.status == behavior["status"]
+    assert error.provider == "fake"
+    if behavior["status"] == 429:
+        assert error.retry_after_s == 2
+    assert type(error).retry == (code in ("provider_rate_limited", "provider_unavailable"))
+
+
+async def test_a_read_timeout(target: Target, llmock_url: str, http: httpx2.AsyncClient) -> None:
+    await scenario(llmock_url, {"type": "delay", "seconds": 1.5})
+    with pytest.raises(ProviderError) as caught:
+        await adapter(target, llmock_url + target.path, http, read_timeout_s=0.3).run(
+            target.model, target.request
+        )
+    assert caught.value.code == "provider_timeout"
+
+
+async def test_connection_refused(target: Target, http: httpx2.AsyncClient) -> None:
+    nobody = f"http://127.0.0.1:{free_port()}{target.path}"
+    with pytest.raises(ProviderError) as caught:
+        await adapter(target, nobody, http).run(target.model, target.request)
+    assert caught.value.code == "provider_unavailable"
+    assert "could not reach fake" in caught.value.message
+
+
+async def test_a_200_that_is_not_json(target: Target, http: httpx2.AsyncClient) -> None:
+    async def garbage(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(
+            b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 9\r\n\r\nnot json{"
+        )
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(garbage, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        with pytest.raises(ProviderError) as caught:
+            await adapter(target, f"http://127.0.0.1:{port}{target.path}", http).run(
+                target.model, target.request
+            )
+    finally:
+        server.close()
+        await server.wait_closed()
+    assert caught.value.code == "provider_bad_response"
+
+
+async def test_keys_never_leak_into_errors(target: Target, llmock_url: str, http: httpx2.AsyncClient) -> None:
+    await scenario(
+        llmock_url, {"type": "fail", "status": 401, "message": f"Incorrect API key provided: {API_KEY}"}
+    )
+    with pytest.raises(ProviderError) as caught:
+        await adapter(target, llmock_url + target.path, http).run(target.model, target.request)
+    assert API_KEY not in caught.value.message
+    assert API_KEY not in caught.value.body_excerpt
+
+
+CHAT_TARGETS = [t for t in TARGETS if t.job_type == "chat"]
+
+
+@pytest.mark.parametrize("chat_target", CHAT_TARGETS, ids=[t.name for t in CHAT_TARGETS])
+async def test_a_tool_call_round_trip(chat_target: Target, llmock_url: str, http: httpx2.AsyncClient) -> None:
+    await scenario(llmock_url)
+    chat = adapter(chat_target, llmock_url + chat_target.path, http)
+    city = {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}
+    tools = [
+        {
+            "type": "function",
+            "function": {"name": "get_weather", "description": "Weather.", "parameters": city},
+        }
+    ]
+    asked: dict[str, Any] = {
+        "messages": [{"role": "user", "content": "What is the weather in Paris?"}],
+        "tools": tools,
+    }
+    first = await chat.run(chat_target.model, ChatInput.model_validate(asked))
+    assert isinstance(first, ChatResult)
+    assert first.finish_reason == "tool_calls"
+    assert first.message.tool_calls
+    call = first.message.tool_calls[0]
+    assert call.function.name == "get_weather"
+    assert "city" in call.function.arguments
+    answered = {
+        **asked,
+        "messages": [
+            *asked["messages"],
+            {"role": "assistant", "content": None, "tool_calls": [call.model_dump()]},
+            {"role": "tool", "tool_call_id": call.id, "content": '{"temperature_c": 21}'},
+        ],
+    }
+    second = await chat.run(chat_target.model, ChatInput.model_validate(answered))
+    assert isinstance(second, ChatResult)
+    assert second.finish_reason == "stop"
+    assert second.message.content

@@ -1,0 +1,108 @@
+"""Mapping a provider's HTTP answer to our errors, without a network: status, body shape, headers."""
+
+from __future__ import annotations
+
+import email.utils
+
+import pytest
+
+from aijobs.providers.http import embedded_error, error_for, retry_after_s
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "code"),
+    [
+        (400, b'{"error": {"message": "bad", "type": "invalid_request_error"}}', "provider_rejected"),
+        (
+            400,
+            b'{"error": {"message": "This model\'s maximum context length is 8192 tokens", "code": "context_length_exceeded"}}',  # noqa: E501 (a provider's error body, verbatim)
+            "provider_context_window",
+        ),
+        (
+            400,
+            b'{"type": "error", "error": {"type": "invalid_request_error", "message": "prompt is too long: 250000 tokens > 200000 maximum"}}',  # noqa: E501 (a provider's error body, verbatim)
+            "provider_context_window",
+        ),
+        (
+            400,
+            b'{"error": {"code": 400, "message": "The input token count (99) exceeds the maximum number of tokens allowed (10).", "status": "INVALID_ARGUMENT"}}',  # noqa: E501 (a provider's error body, verbatim)
+            "provider_context_window",
+        ),
+        (
+            400,
+            b'{"error": {"message": "Output data may contain inappropriate content.", "code": "data_inspection_failed"}}',  # noqa: E501 (a provider's error body, verbatim)
+            "provider_content_filtered",
+        ),
+        (400, b'{"error": {"message": "blocked", "code": "content_filter"}}', "provider_content_filtered"),
+        (401, b'{"error": {"message": "Incorrect API key"}}', "provider_auth"),
+        (402, b'{"error": {"message": "Insufficient Balance"}}', "provider_auth"),
+        (403, b'{"message": "forbidden"}', "provider_auth"),
+        (
+            404,
+            b'{"error": {"message": "The model `x` does not exist", "code": "model_not_found"}}',
+            "provider_model_not_found",
+        ),
+        (413, b"request entity too large", "provider_context_window"),
+        (422, b'{"detail": "unprocessable"}', "provider_rejected"),
+        (
+            429,
+            b'{"error": {"message": "Rate limit reached", "type": "rate_limit_error"}}',
+            "provider_rate_limited",
+        ),
+        (
+            429,
+            b'{"error": {"message": "You exceeded your current quota", "code": "insufficient_quota"}}',
+            "provider_auth",
+        ),
+        (500, b"<html>oops</html>", "provider_unavailable"),
+        (503, b'{"error": {"message": "overloaded"}}', "provider_unavailable"),
+        (504, b"", "provider_timeout"),
+        (
+            529,
+            b'{"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}',
+            "provider_unavailable",
+        ),
+    ],
+)
+def test_status_and_body_decide_the_error(status: int, body: bytes, code: str) -> None:
+    error = error_for(status, body, {}, "p", "m")
+    assert error.code == code
+    assert error.status == status
+    assert error.provider == "p" and error.model == "m"
+    assert str(status) in error.message
+
+
+def test_error_text_is_scrubbed_of_keys() -> None:
+    body = b'{"error": {"message": "Incorrect API key provided: sk-proj-abcdefghijklmnop1234"}}'
+    error = error_for(401, body, {}, "openai", "gpt")
+    assert "sk-proj" not in error.message
+    assert "sk-proj" not in error.body_excerpt
+    assert "[redacted]" in error.message
+
+
+def test_errors_inside_a_200_body() -> None:
+    assert embedded_error({"base_resp": {"status_code": 1002, "status_msg": "rate limit"}}) == 429
+    assert embedded_error({"base_resp": {"status_code": 0, "status_msg": "success"}, "choices": []}) is None
+    assert embedded_error({"error": {"code": "InvalidParameter", "message": "x"}}) == 400
+    assert embedded_error({"choices": [], "error": None}) is None
+    minimax = error_for(
+        429, b'{"base_resp": {"status_code": 1002, "status_msg": "rpm limit"}}', {}, "minimax", "m"
+    )
+    assert minimax.code == "provider_rate_limited"
+    assert "rpm limit" in minimax.message
+
+
+def test_retry_after_in_every_form_providers_send() -> None:
+    now = 1_700_000_000.0
+    assert retry_after_s({"Retry-After": "7"}, now) == 7
+    assert retry_after_s({"retry-after-ms": "1500", "retry-after": "9"}, now) == 1.5
+    assert retry_after_s({"Retry-After": email.utils.formatdate(now + 30, usegmt=True)}, now) == 30
+    assert (
+        retry_after_s({"x-ratelimit-reset-requests": "6m0s", "x-ratelimit-reset-tokens": "250ms"}, now)
+        == 0.25
+    )
+    reset = "2023-11-14T22:14:00Z"  # 40 s after `now`
+    assert retry_after_s({"anthropic-ratelimit-requests-reset": reset}, now) == 40
+    assert retry_after_s({"Retry-After": "999999"}, now) == 3600  # capped
+    assert retry_after_s({"Retry-After": "soon"}, now) is None
+    assert retry_after_s({}, now) is None
