@@ -78,6 +78,7 @@ TARGETS = [
         CHAT,
         check_chat,
     ),
+    Target("anthropic-chat", "anthropic", "chat", None, "/anthropic", "claude-sonnet-4-5", CHAT, check_chat),
     Target("openai-embed", "openai", "embed", "openai", "/v1", "text-embedding-3-small", EMBED, check_embed),
 ]
 

@@ -11,7 +11,7 @@ from types import MappingProxyType
 
 import httpx2
 
-from aijobs.providers import openai, sim
+from aijobs.providers import anthropic, openai, sim
 from aijobs.providers.base import Adapter, ProviderContext
 from aijobs.routing.policy import Routing
 
@@ -25,6 +25,7 @@ ADAPTERS: Mapping[tuple[str, str], type[Adapter]] = MappingProxyType(
         ("sim", "video"): sim.SimVideo,
         ("openai", "chat"): openai.OpenAIChat,
         ("openai", "embed"): openai.OpenAIEmbed,
+        ("anthropic", "chat"): anthropic.AnthropicChat,
     }
 )
 

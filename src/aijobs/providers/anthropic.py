@@ -1,0 +1,198 @@
+"""The ``anthropic`` kind: Claude's native Messages API (``POST {base_url}/v1/messages``).
+
+Translation both ways between our OpenAI-shaped chat and Anthropic's content blocks:
+
+- system messages → the top-level ``system`` text;
+- image parts → ``image`` blocks with a base64 or URL source;
+- assistant ``tool_calls`` → ``tool_use`` blocks; ``tool`` messages → ``tool_result`` blocks in a user
+  turn (consecutive turns of one role are merged, as the API wants them alternating);
+- ``tool_choice`` auto/required/none/named → ``auto``/``any``/``none``/``tool``;
+- JSON response formats → an instruction in the system text (the API has no ``response_format``);
+- ``stop_reason`` → our finish reasons; usage with cache reads and writes counted into input tokens,
+  cache reads also as ``cached_tokens`` (OpenAI's convention, so numbers compare across kinds).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, ClassVar
+
+import orjson
+from pydantic import BaseModel
+
+from aijobs.errors import ProviderBadResponse
+from aijobs.providers import http
+from aijobs.providers.base import NoOptions, ProviderContext
+from aijobs.types.chat import (
+    AssistantMessage,
+    ChatInput,
+    ChatResult,
+    FinishReason,
+    FunctionCall,
+    ImagePart,
+    Message,
+    NamedToolChoice,
+    ToolCall,
+)
+from aijobs.types.common import Usage
+
+API_VERSION = "2023-06-01"
+DEFAULT_BASE_URL = "https://api.anthropic.com"
+DEFAULT_MAX_TOKENS = 4096
+_DATA_URL = re.compile(r"^data:(image/[a-z0-9.+-]+);base64,(.*)$", re.DOTALL)
+_FINISH: dict[str, FinishReason] = {
+    "end_turn": "stop",
+    "stop_sequence": "stop",
+    "pause_turn": "stop",
+    "max_tokens": "length",
+    "tool_use": "tool_calls",
+    "refusal": "content_filter",
+}
+
+
+class AnthropicChat:
+    """Chat over Anthropic's Messages API."""
+
+    Options: ClassVar[type[BaseModel]] = NoOptions
+
+    def __init__(self, context: ProviderContext) -> None:
+        self.context = context
+        self.url = (context.config.base_url or DEFAULT_BASE_URL).rstrip("/") + "/v1/messages"
+        self.headers = {"Content-Type": "application/json", "anthropic-version": API_VERSION}
+        if context.api_key:
+            self.headers["x-api-key"] = context.api_key
+        self.timeouts = http.timeout(context.config.connect_timeout_s, context.config.read_timeout_s)
+
+    async def run(self, model: str, request: ChatInput) -> ChatResult:
+        data = await http.post_json(
+            self.context.http, self.url, messages_body(model, request), headers=self.headers,
+            provider=self.context.name, model=model, timeouts=self.timeouts,
+        )  # fmt: skip
+        try:
+            return parse_message(data, model)
+        except (KeyError, TypeError, ValueError):
+            raise ProviderBadResponse(
+                f"{self.context.name} {model}: the answer is not a Messages API message",
+                provider=self.context.name, model=model, status=200, body=orjson.dumps(data).decode(),
+            ) from None  # fmt: skip
+
+
+def messages_body(model: str, request: ChatInput) -> dict[str, Any]:
+    """Our chat input as a Messages API request."""
+    system = [m.text() for m in request.messages if m.role == "system"]
+    if request.response_format and request.response_format.type != "text":
+        system.append(_json_instruction(request))
+    turns: list[dict[str, Any]] = []
+    for message in request.messages:
+        if message.role == "system":
+            continue
+        role = "assistant" if message.role == "assistant" else "user"
+        blocks = _blocks(message)
+        if turns and turns[-1]["role"] == role:
+            turns[-1]["content"].extend(blocks)
+        else:
+            turns.append({"role": role, "content": blocks})
+    body: dict[str, Any] = {
+        "model": model,
+        "max_tokens": request.max_tokens or DEFAULT_MAX_TOKENS,
+        "messages": turns,
+    }
+    if system:
+        body["system"] = "\n\n".join(system)
+    if request.temperature is not None:
+        body["temperature"] = min(request.temperature, 1.0)  # Anthropic's range is 0..1
+    if request.tools:
+        body["tools"] = [
+            {
+                "name": t.function.name,
+                "description": t.function.description or "",
+                "input_schema": t.function.parameters,
+            }
+            for t in request.tools
+        ]
+        if request.tool_choice is not None:
+            body["tool_choice"] = _tool_choice(request.tool_choice)
+    return body
+
+
+def _blocks(message: Message) -> list[dict[str, Any]]:
+    if message.role == "tool":
+        return [{"type": "tool_result", "tool_use_id": message.tool_call_id, "content": message.text()}]
+    blocks: list[dict[str, Any]] = []
+    if isinstance(message.content, str):
+        if message.content:
+            blocks.append({"type": "text", "text": message.content})
+    elif message.content is not None:
+        for part in message.content:
+            blocks.append(
+                _image(part) if isinstance(part, ImagePart) else {"type": "text", "text": part.text}
+            )
+    for call in message.tool_calls or []:
+        blocks.append(
+            {"type": "tool_use", "id": call.id, "name": call.function.name, "input": _arguments(call)}
+        )
+    return blocks
+
+
+def _image(part: ImagePart) -> dict[str, Any]:
+    match = _DATA_URL.match(part.image_url.url)
+    if match:
+        return {"type": "image", "source": {"type": "base64", "media_type": match[1], "data": match[2]}}
+    return {"type": "image", "source": {"type": "url", "url": part.image_url.url}}
+
+
+def _arguments(call: ToolCall) -> Any:
+    try:
+        return orjson.loads(call.function.arguments)
+    except orjson.JSONDecodeError:
+        return {"arguments": call.function.arguments}  # keep what the model said, in a shape Anthropic takes
+
+
+def _tool_choice(choice: str | NamedToolChoice) -> dict[str, Any]:
+    if isinstance(choice, NamedToolChoice):
+        return {"type": "tool", "name": choice.function.get("name", "")}
+    return {"type": {"auto": "auto", "required": "any", "none": "none"}[choice]}
+
+
+def _json_instruction(request: ChatInput) -> str:
+    fmt = request.response_format
+    assert fmt is not None
+    if fmt.type == "json_schema" and fmt.json_schema is not None:
+        schema = orjson.dumps(fmt.json_schema.schema_).decode()
+        return f"Answer with a single JSON object matching this JSON Schema, and nothing else: {schema}"
+    return "Answer with a single JSON object, and nothing else."
+
+
+def parse_message(data: dict[str, Any], model: str) -> ChatResult:
+    """A Messages API answer as our chat result."""
+    texts, thoughts, calls = [], [], []
+    for block in data["content"]:
+        kind = block.get("type")
+        if kind == "text":
+            texts.append(block["text"])
+        elif kind == "thinking":
+            thoughts.append(block.get("thinking", ""))
+        elif kind == "tool_use":
+            arguments = orjson.dumps(block.get("input") or {}).decode()
+            calls.append(
+                ToolCall(id=block["id"], function=FunctionCall(name=block["name"], arguments=arguments))
+            )
+    message = AssistantMessage(
+        content="".join(texts) if texts else None,
+        tool_calls=calls or None,
+        reasoning="".join(thoughts) or None,
+    )
+    usage = data.get("usage") or {}
+    cache_read = int(usage.get("cache_read_input_tokens") or 0)
+    cache_write = int(usage.get("cache_creation_input_tokens") or 0)
+    return ChatResult(
+        message=message,
+        finish_reason=_FINISH.get(data.get("stop_reason") or "end_turn", "stop"),
+        model=data.get("model") or model,
+        usage=Usage(
+            input_tokens=int(usage.get("input_tokens") or 0) + cache_read + cache_write,
+            output_tokens=int(usage.get("output_tokens") or 0),
+            cached_tokens=cache_read,
+            estimated="usage" not in data,
+        ),
+    )

@@ -1,0 +1,117 @@
+"""What adapters put on the wire and take from it, for the details the contract suite cannot see."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx2
+
+from aijobs.providers.anthropic import messages_body, parse_message
+from aijobs.providers.base import ProviderContext
+from aijobs.providers.openai import OpenAIChat, chat_usage
+from aijobs.routing.config import ProviderConfig
+from aijobs.types.chat import AssistantMessage, ChatInput
+
+PNG = "data:image/png;base64,iVBORw0KGgo="
+
+
+def chat(**fields: Any) -> ChatInput:
+    return ChatInput.model_validate(fields)
+
+
+def openai_chat(preset: str) -> OpenAIChat:
+    config = ProviderConfig(kind="openai", preset=preset, base_url="http://127.0.0.1:1/v1")
+    return OpenAIChat(ProviderContext("p", config, "k", httpx2.AsyncClient(), {}))
+
+
+def test_openai_body_follows_the_presets_quirks() -> None:
+    request = chat(
+        messages=[{"role": "user", "content": "x"}], max_tokens=50,
+        response_format={"type": "json_schema", "json_schema": {"name": "r", "schema": {"type": "object"}}},
+    )  # fmt: skip
+    openai_body = openai_chat("openai").body("gpt", request)
+    assert openai_body["max_completion_tokens"] == 50 and "max_tokens" not in openai_body
+    assert openai_body["response_format"]["json_schema"]["schema"] == {"type": "object"}
+    deepseek_body = openai_chat("deepseek").body("deepseek-chat", request)
+    assert deepseek_body["max_tokens"] == 50
+    minimax_body = openai_chat("minimax").body("MiniMax-M2", request)
+    assert minimax_body["response_format"] == {"type": "json_object"}
+    assert minimax_body["max_completion_tokens"] == 50
+
+
+def test_openai_usage_counts_cache_and_reasoning_or_is_estimated() -> None:
+    request = chat(messages=[{"role": "user", "content": "how are you today"}])
+    answer = AssistantMessage(content="fine, thanks")
+    full = chat_usage(
+        {"prompt_tokens": 100, "completion_tokens": 40, "prompt_tokens_details": {"cached_tokens": 64},
+         "completion_tokens_details": {"reasoning_tokens": 30}}, request, answer,
+    )  # fmt: skip
+    assert (full.input_tokens, full.output_tokens, full.cached_tokens, full.reasoning_tokens) == (
+        100,
+        40,
+        64,
+        30,
+    )
+    deepseek = chat_usage(
+        {"prompt_tokens": 10, "completion_tokens": 2, "prompt_cache_hit_tokens": 8}, request, answer
+    )
+    assert deepseek.cached_tokens == 8
+    estimated = chat_usage(None, request, answer)
+    assert estimated.estimated
+    assert (estimated.input_tokens, estimated.output_tokens) == (4, 3)  # "fine" "," "thanks"
+
+
+def test_anthropic_request_translation() -> None:
+    request = chat(
+        messages=[
+            {"role": "system", "content": "Be terse."},
+            {"role": "user", "content": [{"type": "text", "text": "What is this?"},
+                                         {"type": "image_url", "image_url": {"url": PNG}},
+                                         {"type": "image_url", "image_url": {"url": "https://x.test/a.jpg"}}]},
+            {"role": "assistant", "content": None, "tool_calls": [
+                {"id": "t1", "function": {"name": "look", "arguments": '{"q": 1}'}},
+                {"id": "t2", "function": {"name": "look", "arguments": "not json"}}]},
+            {"role": "tool", "tool_call_id": "t1", "content": "a cat"},
+            {"role": "tool", "tool_call_id": "t2", "content": "a hat"},
+        ],
+        tools=[{"function": {"name": "look", "parameters": {"type": "object"}}}],
+        tool_choice="required", temperature=1.7, response_format={"type": "json_object"},
+    )  # fmt: skip
+    body = messages_body("claude", request)
+    assert body["system"].startswith("Be terse.\n\nAnswer with a single JSON object")
+    assert body["max_tokens"] == 4096
+    assert body["temperature"] == 1.0
+    assert body["tool_choice"] == {"type": "any"}
+    assert body["tools"] == [{"name": "look", "description": "", "input_schema": {"type": "object"}}]
+    user, assistant, results = body["messages"]
+    assert user["content"][1] == {"type": "image", "source": {"type": "base64", "media_type": "image/png",
+                                                              "data": "iVBORw0KGgo="}}  # fmt: skip
+    assert user["content"][2]["source"] == {"type": "url", "url": "https://x.test/a.jpg"}
+    assert assistant["content"][0] == {"type": "tool_use", "id": "t1", "name": "look", "input": {"q": 1}}
+    assert assistant["content"][1]["input"] == {"arguments": "not json"}
+    assert results["role"] == "user"  # both tool results in one user turn
+    assert [b["tool_use_id"] for b in results["content"]] == ["t1", "t2"]
+
+
+def test_anthropic_answer_with_thinking_tools_and_cache_usage() -> None:
+    result = parse_message(
+        {
+            "model": "claude-x", "stop_reason": "tool_use",
+            "content": [{"type": "thinking", "thinking": "Let me look."},
+                        {"type": "text", "text": "Checking."},
+                        {"type": "tool_use", "id": "toolu_1", "name": "look", "input": {"q": "cat"}}],
+            "usage": {"input_tokens": 10, "output_tokens": 5, "cache_read_input_tokens": 100,
+                      "cache_creation_input_tokens": 20},
+        },
+        "claude",
+    )  # fmt: skip
+    assert result.finish_reason == "tool_calls"
+    assert result.message.reasoning == "Let me look."
+    assert result.message.content == "Checking."
+    assert result.message.tool_calls
+    assert result.message.tool_calls[0].function.arguments == '{"q":"cat"}'
+    assert (result.usage.input_tokens, result.usage.cached_tokens, result.usage.output_tokens) == (
+        130,
+        100,
+        5,
+    )
