@@ -77,12 +77,37 @@ class Service:
         return {"Authorization": f"Bearer {key or self.key}"}
 
 
-def service_env(redis_url: str, s3_endpoint: str, port: int, bucket: str) -> dict[str, str]:
+#: Real provider kinds, pointed at llmock, added to the simulator routing for the service under test.
+PROVIDERS_ON_LLMOCK = """
+[providers.deepseek]
+kind = "openai"
+preset = "deepseek"
+base_url = "{llmock}/v1"
+api_key_env = "DEEPSEEK_API_KEY"
+
+[providers.anthropic]
+kind = "anthropic"
+base_url = "{llmock}/anthropic"
+api_key_env = "ANTHROPIC_API_KEY"
+
+[features.chinese]
+type = "chat"
+route = ["deepseek:deepseek-chat"]
+
+[features.support-chat-claude]
+type = "chat"
+route = ["anthropic:claude-sonnet-4-5"]
+"""
+
+
+def service_env(redis_url: str, s3_endpoint: str, port: int, bucket: str, routing: Path) -> dict[str, str]:
     return {
         **os.environ,
         "REDIS_URL": redis_url,
         "AIJOBS_PORT": str(port),
-        "AIJOBS_ROUTING_FILE": str(TEST_ROUTING),
+        "AIJOBS_ROUTING_FILE": str(routing),
+        "DEEPSEEK_API_KEY": "sk-fake-deepseek-key-000000",
+        "ANTHROPIC_API_KEY": "sk-ant-fake-key-0000000000",
         "AIJOBS_SIGNING_SECRET": SECRET,
         "AIJOBS_BLOB_BACKEND": "s3",
         "AIJOBS_S3_BUCKET": bucket,
@@ -110,7 +135,9 @@ def wait_ready(url: str, processes: list[subprocess.Popen[bytes]], timeout_s: fl
 
 
 @pytest.fixture(scope="session")
-def service(redis_url: str, s3_endpoint: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
+def service(
+    redis_url: str, s3_endpoint: str, llmock_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Service]:
     import boto3
 
     bucket = "aijobs-test"
@@ -120,7 +147,9 @@ def service(redis_url: str, s3_endpoint: str, tmp_path_factory: pytest.TempPathF
     )  # fmt: skip
     s3.create_bucket(Bucket=bucket)
     port = free_port()
-    env = service_env(redis_url, s3_endpoint, port, bucket)
+    routing = tmp_path_factory.mktemp("routing") / "routing.toml"
+    routing.write_text(TEST_ROUTING.read_text() + PROVIDERS_ON_LLMOCK.format(llmock=llmock_url))
+    env = service_env(redis_url, s3_endpoint, port, bucket, routing)
     logs = tmp_path_factory.mktemp("logs")
     with contextlib.ExitStack() as stack:
         processes = []

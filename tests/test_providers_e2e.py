@@ -1,0 +1,50 @@
+"""Jobs on real provider kinds, end to end: API → Redis → worker → adapter → provider fake over HTTP."""
+
+from __future__ import annotations
+
+import httpx2
+
+from tests.helpers import chat, run
+
+
+async def reset(llmock_url: str) -> None:
+    async with httpx2.AsyncClient() as admin:
+        await admin.post(llmock_url + "/_llmock/reset")
+
+
+async def test_the_chinese_feature_on_deepseek_counts_tokens(
+    client: httpx2.AsyncClient, llmock_url: str
+) -> None:
+    await reset(llmock_url)
+    job = await run(client, chat("用一句话介绍你自己", feature="chinese"))
+    assert job["status"] == "succeeded", job
+    assert job["route"]["provider"] == "deepseek"
+    assert job["route"]["model"] == "deepseek-chat"
+    assert job["output"]["message"]["content"]
+    assert job["usage"]["input_tokens"] > 0
+    assert job["usage"]["output_tokens"] > 0
+    assert job["usage"]["estimated"] is False
+
+
+async def test_support_chat_on_anthropic_counts_tokens(client: httpx2.AsyncClient, llmock_url: str) -> None:
+    await reset(llmock_url)
+    job = await run(client, chat("Where is my order 1234?", feature="support-chat-claude"))
+    assert job["status"] == "succeeded", job
+    assert job["route"]["provider"] == "anthropic"
+    assert job["output"]["message"]["content"]
+    assert job["usage"]["output_tokens"] > 0
+
+
+async def test_a_provider_error_fails_the_job_with_its_code(
+    client: httpx2.AsyncClient, llmock_url: str
+) -> None:
+    async with httpx2.AsyncClient() as admin:
+        await admin.post(llmock_url + "/_llmock/reset")
+        behavior = {"type": "fail", "status": 429, "retry_after": 3, "times": 1}
+        await admin.post(llmock_url + "/_llmock/scenario", json={"behaviors": [behavior]})
+    job = await run(client, chat("hello", feature="chinese"))
+    assert job["status"] == "failed"
+    assert job["error"]["code"] == "provider_rate_limited"
+    assert job["attempts"][0]["error_code"] == "provider_rate_limited"
+    assert job["attempts"][0]["retry_after_s"] == 3
+    assert "sk-fake" not in str(job)  # the provider key never reaches a record
