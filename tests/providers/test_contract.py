@@ -79,6 +79,7 @@ TARGETS = [
         check_chat,
     ),
     Target("anthropic-chat", "anthropic", "chat", None, "/anthropic", "claude-sonnet-4-5", CHAT, check_chat),
+    Target("gemini-chat", "gemini", "chat", None, "/gemini", "gemini-2.5-flash", CHAT, check_chat),
     Target("openai-embed", "openai", "embed", "openai", "/v1", "text-embedding-3-small", EMBED, check_embed),
 ]
 

@@ -13,6 +13,7 @@ from aijobs.routing.config import ProviderConfig
 from aijobs.types.chat import AssistantMessage, ChatInput
 
 PNG = "data:image/png;base64,iVBORw0KGgo="
+SCHEMA_FORMAT = {"type": "json_schema", "json_schema": {"name": "r", "schema": {"type": "object"}}}
 
 
 def chat(**fields: Any) -> ChatInput:
@@ -115,3 +116,62 @@ def test_anthropic_answer_with_thinking_tools_and_cache_usage() -> None:
         100,
         5,
     )
+
+
+def test_gemini_request_translation() -> None:
+    from aijobs.providers.gemini import content_body
+
+    body = content_body(
+        chat(
+            messages=[
+                {"role": "system", "content": "Be terse."},
+                {"role": "user", "content": [{"type": "image_url", "image_url": {"url": PNG}}]},
+                {"role": "assistant", "content": None,
+                 "tool_calls": [{"id": "c1", "function": {"name": "look", "arguments": '{"q": 1}'}}]},
+                {"role": "tool", "tool_call_id": "c1", "content": "a cat"},
+            ],
+            tools=[{"function": {"name": "look", "parameters": {"type": "object"}}}],
+            tool_choice={"type": "function", "function": {"name": "look"}}, max_tokens=64,
+            response_format=SCHEMA_FORMAT,
+        )
+    )  # fmt: skip
+    assert body["systemInstruction"] == {"parts": [{"text": "Be terse."}]}
+    user, model, tool = body["contents"]
+    assert user["parts"] == [{"inlineData": {"mimeType": "image/png", "data": "iVBORw0KGgo="}}]
+    assert model == {"role": "model", "parts": [{"functionCall": {"name": "look", "args": {"q": 1}}}]}
+    assert tool["parts"] == [{"functionResponse": {"name": "look", "response": {"result": "a cat"}}}]
+    assert body["toolConfig"] == {"functionCallingConfig": {"mode": "ANY", "allowedFunctionNames": ["look"]}}
+    assert body["generationConfig"] == {
+        "maxOutputTokens": 64,
+        "responseMimeType": "application/json",
+        "responseJsonSchema": {"type": "object"},
+    }
+
+
+async def test_gemini_blocked_prompt_is_a_content_filter_error() -> None:
+    import asyncio
+
+    import pytest
+
+    from aijobs.errors import ProviderContentFiltered
+    from aijobs.providers.gemini import GeminiChat
+
+    async def blocked(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        body = b'{"promptFeedback": {"blockReason": "SAFETY"}, "usageMetadata": {"promptTokenCount": 5}}'
+        writer.write(
+            b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(body)
+        )
+        writer.write(body)
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(blocked, "127.0.0.1", 0)
+    base = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+    config = ProviderConfig(kind="gemini", base_url=base)
+    async with httpx2.AsyncClient() as client:
+        adapter = GeminiChat(ProviderContext("g", config, "k", client, {}))
+        with pytest.raises(ProviderContentFiltered, match="blocked"):
+            await adapter.run("gemini-2.5-flash", chat(messages=[{"role": "user", "content": "x"}]))
+    server.close()
+    await server.wait_closed()

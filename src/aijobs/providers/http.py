@@ -38,7 +38,7 @@ _CONTEXT_HINTS = re.compile(
 )
 _POLICY_HINTS = re.compile(
     r"content[_ ]?(policy|filter|management|moderat)|safety|sensitive|data_inspection_failed|"
-    r"inappropriate|flagged",
+    r"inappropriate|flagged|filtered",
     re.IGNORECASE,
 )
 _QUOTA_HINTS = re.compile(

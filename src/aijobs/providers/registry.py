@@ -11,7 +11,7 @@ from types import MappingProxyType
 
 import httpx2
 
-from aijobs.providers import anthropic, openai, sim
+from aijobs.providers import anthropic, gemini, openai, sim
 from aijobs.providers.base import Adapter, ProviderContext
 from aijobs.routing.policy import Routing
 
@@ -26,6 +26,8 @@ ADAPTERS: Mapping[tuple[str, str], type[Adapter]] = MappingProxyType(
         ("openai", "chat"): openai.OpenAIChat,
         ("openai", "embed"): openai.OpenAIEmbed,
         ("anthropic", "chat"): anthropic.AnthropicChat,
+        ("gemini", "chat"): gemini.GeminiChat,
+        ("gemini", "embed"): gemini.GeminiEmbed,
     }
 )
 

@@ -1,0 +1,242 @@
+"""The ``gemini`` kind: Google's native Gemini API (``generateContent``, ``embedContent``,
+``batchEmbedContents`` under ``{base_url}/v1beta/models/{model}:...``, key in ``x-goog-api-key``).
+
+Translation both ways:
+
+- system messages → ``systemInstruction``; assistant turns → role ``model``;
+- image parts → ``inlineData`` (data URLs) or ``fileData`` (http URLs);
+- assistant ``tool_calls`` → ``functionCall`` parts; ``tool`` messages → ``functionResponse`` parts,
+  which need the function's name: it is looked up from the call the result answers;
+- ``tool_choice`` → ``functionCallingConfig`` modes AUTO / ANY / NONE (+ allowed names);
+- JSON response formats → ``responseMimeType`` and ``responseJsonSchema``;
+- a prompt blocked by safety (``promptFeedback.blockReason``, no candidates) → a content-filter error.
+
+Gemini's function calls carry no id in most versions; ours get ``call_{n}_{name}``.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, ClassVar
+
+import orjson
+from pydantic import BaseModel
+
+from aijobs.errors import ProviderBadResponse, ProviderContentFiltered
+from aijobs.providers import http
+from aijobs.providers.base import NoOptions, ProviderContext
+from aijobs.tokens import count_tokens
+from aijobs.types.chat import (
+    AssistantMessage,
+    ChatInput,
+    ChatResult,
+    FinishReason,
+    FunctionCall,
+    ImagePart,
+    Message,
+    NamedToolChoice,
+    ToolCall,
+)
+from aijobs.types.common import Usage
+from aijobs.types.embed import EmbedInput, EmbedResult
+
+DEFAULT_BASE_URL = "https://generativelanguage.googleapis.com"
+_DATA_URL = re.compile(r"^data:(image/[a-z0-9.+-]+);base64,(.*)$", re.DOTALL)
+_FINISH: dict[str, FinishReason] = {
+    "STOP": "stop",
+    "MAX_TOKENS": "length",
+    "SAFETY": "content_filter",
+    "RECITATION": "content_filter",
+    "PROHIBITED_CONTENT": "content_filter",
+    "BLOCKLIST": "content_filter",
+    "SPII": "content_filter",
+}
+
+
+class _GeminiKind:
+    Options: ClassVar[type[BaseModel]] = NoOptions
+
+    def __init__(self, context: ProviderContext) -> None:
+        self.context = context
+        self.base_url = (context.config.base_url or DEFAULT_BASE_URL).rstrip("/") + "/v1beta/models/"
+        self.headers = {"Content-Type": "application/json"}
+        if context.api_key:
+            self.headers["x-goog-api-key"] = context.api_key
+        self.timeouts = http.timeout(context.config.connect_timeout_s, context.config.read_timeout_s)
+
+    async def _call(self, model: str, method: str, body: dict[str, Any]) -> Any:
+        return await http.post_json(
+            self.context.http, f"{self.base_url}{model}:{method}", body, headers=self.headers,
+            provider=self.context.name, model=model, timeouts=self.timeouts,
+        )  # fmt: skip
+
+    def _bad(self, model: str, what: str, data: Any) -> ProviderBadResponse:
+        return ProviderBadResponse(
+            f"{self.context.name} {model}: {what}", provider=self.context.name, model=model, status=200,
+            body=orjson.dumps(data).decode(),
+        )  # fmt: skip
+
+
+class GeminiChat(_GeminiKind):
+    """``:generateContent``."""
+
+    async def run(self, model: str, request: ChatInput) -> ChatResult:
+        data = await self._call(model, "generateContent", content_body(request))
+        blocked = (data.get("promptFeedback") or {}).get("blockReason")
+        if blocked and not data.get("candidates"):
+            raise ProviderContentFiltered(
+                f"{self.context.name} {model}: the prompt was blocked ({blocked})",
+                provider=self.context.name, model=model, status=200,
+            )  # fmt: skip
+        try:
+            candidate = data["candidates"][0]
+            parts = (candidate.get("content") or {}).get("parts") or []
+        except (KeyError, IndexError, TypeError):
+            raise self._bad(model, "the answer has no candidates", data) from None
+        texts: list[str] = []
+        thoughts: list[str] = []
+        calls: list[ToolCall] = []
+        for part in parts:
+            if "functionCall" in part:
+                call = part["functionCall"]
+                arguments = orjson.dumps(call.get("args") or {}).decode()
+                call_id = call.get("id") or f"call_{len(calls)}_{call['name']}"
+                calls.append(
+                    ToolCall(id=call_id, function=FunctionCall(name=call["name"], arguments=arguments))
+                )
+            elif "text" in part:
+                (thoughts if part.get("thought") else texts).append(part["text"])
+        message = AssistantMessage(
+            content="".join(texts) if texts else None,
+            tool_calls=calls or None,
+            reasoning="".join(thoughts) or None,
+        )
+        finish = "tool_calls" if calls else _FINISH.get(candidate.get("finishReason") or "STOP", "stop")
+        return ChatResult(
+            message=message, finish_reason=finish, model=data.get("modelVersion") or model,
+            usage=_usage(data.get("usageMetadata"), request, message),
+        )  # fmt: skip
+
+
+def content_body(request: ChatInput) -> dict[str, Any]:
+    """Our chat input as a ``generateContent`` request."""
+    names = {call.id: call.function.name for m in request.messages for call in m.tool_calls or []}
+    system = [m.text() for m in request.messages if m.role == "system"]
+    contents: list[dict[str, Any]] = []
+    for message in request.messages:
+        if message.role == "system":
+            continue
+        role = "model" if message.role == "assistant" else "user"
+        parts = _parts(message, names)
+        if contents and contents[-1]["role"] == role:
+            contents[-1]["parts"].extend(parts)
+        else:
+            contents.append({"role": role, "parts": parts})
+    body: dict[str, Any] = {"contents": contents}
+    if system:
+        body["systemInstruction"] = {"parts": [{"text": "\n\n".join(system)}]}
+    config: dict[str, Any] = {}
+    if request.temperature is not None:
+        config["temperature"] = request.temperature
+    if request.max_tokens is not None:
+        config["maxOutputTokens"] = request.max_tokens
+    fmt = request.response_format
+    if fmt and fmt.type != "text":
+        config["responseMimeType"] = "application/json"
+        if fmt.type == "json_schema" and fmt.json_schema is not None:
+            config["responseJsonSchema"] = fmt.json_schema.schema_
+    if config:
+        body["generationConfig"] = config
+    if request.tools:
+        declarations = [
+            {
+                "name": t.function.name,
+                "description": t.function.description or "",
+                "parameters": t.function.parameters,
+            }
+            for t in request.tools
+        ]
+        body["tools"] = [{"functionDeclarations": declarations}]
+        if request.tool_choice is not None:
+            body["toolConfig"] = {"functionCallingConfig": _calling_config(request.tool_choice)}
+    return body
+
+
+def _parts(message: Message, names: dict[str, str]) -> list[dict[str, Any]]:
+    if message.role == "tool":
+        name = names.get(message.tool_call_id or "", message.name or "tool")
+        try:
+            response = orjson.loads(message.text())
+        except orjson.JSONDecodeError:
+            response = None
+        if not isinstance(response, dict):
+            response = {"result": message.text()}
+        return [{"functionResponse": {"name": name, "response": response}}]
+    parts: list[dict[str, Any]] = []
+    if isinstance(message.content, str):
+        if message.content:
+            parts.append({"text": message.content})
+    elif message.content is not None:
+        for part in message.content:
+            parts.append(_image(part) if isinstance(part, ImagePart) else {"text": part.text})
+    for call in message.tool_calls or []:
+        try:
+            args = orjson.loads(call.function.arguments)
+        except orjson.JSONDecodeError:
+            args = {"arguments": call.function.arguments}
+        parts.append({"functionCall": {"name": call.function.name, "args": args}})
+    return parts or [{"text": ""}]
+
+
+def _image(part: ImagePart) -> dict[str, Any]:
+    match = _DATA_URL.match(part.image_url.url)
+    if match:
+        return {"inlineData": {"mimeType": match[1], "data": match[2]}}
+    return {"fileData": {"mimeType": "image/jpeg", "fileUri": part.image_url.url}}
+
+
+def _calling_config(choice: str | NamedToolChoice) -> dict[str, Any]:
+    if isinstance(choice, NamedToolChoice):
+        return {"mode": "ANY", "allowedFunctionNames": [choice.function.get("name", "")]}
+    return {"mode": {"auto": "AUTO", "required": "ANY", "none": "NONE"}[choice]}
+
+
+def _usage(wire: Any, request: ChatInput, message: AssistantMessage) -> Usage:
+    if not isinstance(wire, dict) or ("candidatesTokenCount" not in wire and "promptTokenCount" not in wire):
+        prompt = sum(count_tokens(m.text()) for m in request.messages)
+        return Usage(input_tokens=prompt, output_tokens=count_tokens(message.content or ""), estimated=True)
+    thoughts = int(wire.get("thoughtsTokenCount") or 0)
+    return Usage(
+        input_tokens=int(wire.get("promptTokenCount") or 0),
+        output_tokens=int(wire.get("candidatesTokenCount") or 0) + thoughts,
+        cached_tokens=int(wire.get("cachedContentTokenCount") or 0),
+        reasoning_tokens=thoughts,
+    )
+
+
+class GeminiEmbed(_GeminiKind):
+    """``:embedContent`` for one text, ``:batchEmbedContents`` for several."""
+
+    async def run(self, model: str, request: EmbedInput) -> EmbedResult:
+        texts = request.texts()
+        extra = {"outputDimensionality": request.dimensions} if request.dimensions else {}
+        rows: Any
+        if len(texts) == 1:
+            data = await self._call(
+                model, "embedContent", {"content": {"parts": [{"text": texts[0]}]}, **extra}
+            )
+            rows = [data.get("embedding")] if isinstance(data, dict) else []
+        else:
+            requests = [
+                {"model": f"models/{model}", "content": {"parts": [{"text": t}]}, **extra} for t in texts
+            ]
+            data = await self._call(model, "batchEmbedContents", {"requests": requests})
+            rows = data.get("embeddings") if isinstance(data, dict) else []
+        try:
+            vectors = [[float(x) for x in row["values"]] for row in rows or []]
+        except (KeyError, TypeError, ValueError):
+            raise self._bad(model, "the answer has no embedding values", data) from None
+        if len(vectors) != len(texts):
+            raise self._bad(model, f"{len(vectors)} embeddings for {len(texts)} inputs", data)
+        usage = Usage(input_tokens=sum(count_tokens(t) for t in texts), estimated=True)  # Gemini reports none
+        return EmbedResult(embeddings=vectors, model=model, usage=usage)
