@@ -215,3 +215,12 @@ def llmock_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         process.terminate()
         process.wait(timeout=30)
         log.close()
+
+
+@pytest.fixture(scope="session")
+def fakes_url() -> Iterator[str]:
+    """Faithful fakes (tests/fakes) for the provider APIs llmock does not speak."""
+    from tests.fakes.server import fake_providers_server
+
+    with fake_providers_server() as url:
+        yield url

@@ -22,6 +22,7 @@ from aijobs.providers.registry import ADAPTERS
 from aijobs.routing.config import ProviderConfig
 from aijobs.types.chat import ChatInput, ChatResult
 from aijobs.types.embed import EmbedInput, EmbedResult
+from aijobs.types.rerank import RerankInput, RerankResult
 
 API_KEY = "sk-test-0123456789abcdef"
 
@@ -33,6 +34,14 @@ def check_chat(result: Any) -> None:
     assert result.usage.input_tokens > 0
     assert result.usage.output_tokens > 0
     assert not result.usage.estimated
+
+
+def check_rerank(result: Any) -> None:
+    assert isinstance(result, RerankResult)
+    assert len(result.results) == 2
+    assert result.results[0].index in (0, 2)  # the two documents about refunds
+    assert result.results[0].relevance_score >= result.results[1].relevance_score
+    assert result.results[-1].index != 1  # the dog never outranks a refund
 
 
 def check_embed(result: Any) -> None:
@@ -52,12 +61,18 @@ class Target:
     model: str
     request: Any
     check: Callable[[Any], None]
+    server: str = "llmock"  # or "fakes": tests/fakes, for protocols llmock does not speak
 
 
 CHAT = ChatInput.model_validate(
     {"messages": [{"role": "user", "content": "Say hello to the contract suite."}]}
 )
 EMBED = EmbedInput(input=["a red fox", "a blue whale"])
+RERANK = RerankInput(
+    query="how long do refunds take",
+    documents=["Refunds take 14 days.", "Our office dog is Biscuit.", "Refund requests go to billing."],
+    top_n=2,
+)
 TARGETS = [
     Target("openai-chat", "openai", "chat", "openai", "/v1", "gpt-4o-mini", CHAT, check_chat),
     Target("deepseek-chat", "openai", "chat", "deepseek", "/v1", "deepseek-chat", CHAT, check_chat),
@@ -81,7 +96,20 @@ TARGETS = [
     Target("anthropic-chat", "anthropic", "chat", None, "/anthropic", "claude-sonnet-4-5", CHAT, check_chat),
     Target("gemini-chat", "gemini", "chat", None, "/gemini", "gemini-2.5-flash", CHAT, check_chat),
     Target("openai-embed", "openai", "embed", "openai", "/v1", "text-embedding-3-small", EMBED, check_embed),
-]
+    Target("gemini-embed", "gemini", "embed", None, "/gemini", "gemini-embedding-001", EMBED, check_embed,
+           "fakes"),
+    Target("cohere-embed", "cohere", "embed", None, "/cohere/v2", "embed-v4.0", EMBED, check_embed, "fakes"),
+    Target("cohere-rerank", "cohere", "rerank", None, "/cohere/v2", "rerank-v3.5", RERANK, check_rerank,
+           "fakes"),
+    Target("siliconflow-rerank", "cohere", "rerank", "siliconflow", "/siliconflow/v1",
+           "BAAI/bge-reranker-v2-m3", RERANK, check_rerank, "fakes"),
+    Target("jina-rerank", "jina", "rerank", None, "/jina/v1", "jina-reranker-v2-base-multilingual", RERANK,
+           check_rerank, "fakes"),
+    Target("voyage-rerank", "voyage", "rerank", None, "/voyage/v1", "rerank-2.5", RERANK, check_rerank,
+           "fakes"),
+    Target("dashscope-rerank", "dashscope", "rerank", None, "/dashscope/api/v1", "gte-rerank-v2", RERANK,
+           check_rerank, "fakes"),
+]  # fmt: skip
 
 
 def adapter(target: Target, base_url: str, http: httpx2.AsyncClient, read_timeout_s: float = 5.0) -> Adapter:
@@ -99,22 +127,29 @@ def target(request: pytest.FixtureRequest) -> Target:
 
 
 @pytest.fixture
+def server(target: Target, request: pytest.FixtureRequest) -> str:
+    """The fake this target talks to, started on first use."""
+    url: str = request.getfixturevalue("llmock_url" if target.server == "llmock" else "fakes_url")
+    return url
+
+
+@pytest.fixture
 async def http() -> AsyncIterator[httpx2.AsyncClient]:
     async with httpx2.AsyncClient() as client:
         yield client
 
 
-async def scenario(llmock_url: str, *behaviors: dict[str, Any]) -> None:
-    async with httpx2.AsyncClient(base_url=llmock_url) as admin:
+async def scenario(server: str, *behaviors: dict[str, Any]) -> None:
+    async with httpx2.AsyncClient(base_url=server) as admin:
         assert (await admin.post("/_llmock/reset")).status_code == 200
         if behaviors:
             response = await admin.post("/_llmock/scenario", json={"behaviors": list(behaviors)})
             assert response.status_code in (200, 201), response.text
 
 
-async def test_success_with_usage(target: Target, llmock_url: str, http: httpx2.AsyncClient) -> None:
-    await scenario(llmock_url)
-    result = await adapter(target, llmock_url + target.path, http).run(target.model, target.request)
+async def test_success_with_usage(target: Target, server: str, http: httpx2.AsyncClient) -> None:
+    await scenario(server)
+    result = await adapter(target, server + target.path, http).run(target.model, target.request)
     target.check(result)
 
 
@@ -139,11 +174,11 @@ CASES = [
 
 @pytest.mark.parametrize(("behavior", "code"), CASES, ids=[f"{b['status']}-{c}" for b, c in CASES])
 async def test_failures_map_to_their_codes(
-    target: Target, llmock_url: str, http: httpx2.AsyncClient, behavior: dict[str, Any], code: str
+    target: Target, server: str, http: httpx2.AsyncClient, behavior: dict[str, Any], code: str
 ) -> None:
-    await scenario(llmock_url, behavior)
+    await scenario(server, behavior)
     with pytest.raises(ProviderError) as caught:
-        await adapter(target, llmock_url + target.path, http).run(target.model, target.request)
+        await adapter(target, server + target.path, http).run(target.model, target.request)
     error = caught.value
     assert error.code == code
     assert error.status == behavior["status"]
@@ -153,10 +188,10 @@ async def test_failures_map_to_their_codes(
     assert type(error).retry == (code in ("provider_rate_limited", "provider_unavailable"))
 
 
-async def test_a_read_timeout(target: Target, llmock_url: str, http: httpx2.AsyncClient) -> None:
-    await scenario(llmock_url, {"type": "delay", "seconds": 1.5})
+async def test_a_read_timeout(target: Target, server: str, http: httpx2.AsyncClient) -> None:
+    await scenario(server, {"type": "delay", "seconds": 1.5})
     with pytest.raises(ProviderError) as caught:
-        await adapter(target, llmock_url + target.path, http, read_timeout_s=0.3).run(
+        await adapter(target, server + target.path, http, read_timeout_s=0.3).run(
             target.model, target.request
         )
     assert caught.value.code == "provider_timeout"
@@ -192,12 +227,12 @@ async def test_a_200_that_is_not_json(target: Target, http: httpx2.AsyncClient) 
     assert caught.value.code == "provider_bad_response"
 
 
-async def test_keys_never_leak_into_errors(target: Target, llmock_url: str, http: httpx2.AsyncClient) -> None:
+async def test_keys_never_leak_into_errors(target: Target, server: str, http: httpx2.AsyncClient) -> None:
     await scenario(
-        llmock_url, {"type": "fail", "status": 401, "message": f"Incorrect API key provided: {API_KEY}"}
+        server, {"type": "fail", "status": 401, "message": f"Incorrect API key provided: {API_KEY}"}
     )
     with pytest.raises(ProviderError) as caught:
-        await adapter(target, llmock_url + target.path, http).run(target.model, target.request)
+        await adapter(target, server + target.path, http).run(target.model, target.request)
     assert API_KEY not in caught.value.message
     assert API_KEY not in caught.value.body_excerpt
 

@@ -16,6 +16,7 @@ Gemini's function calls carry no id in most versions; ours get ``call_{n}_{name}
 
 from __future__ import annotations
 
+import asyncio
 import re
 from typing import Any, ClassVar
 
@@ -41,6 +42,7 @@ from aijobs.types.common import Usage
 from aijobs.types.embed import EmbedInput, EmbedResult
 
 DEFAULT_BASE_URL = "https://generativelanguage.googleapis.com"
+BATCH_LIMIT = 100  # requests per batchEmbedContents call
 _DATA_URL = re.compile(r"^data:(image/[a-z0-9.+-]+);base64,(.*)$", re.DOTALL)
 _FINISH: dict[str, FinishReason] = {
     "STOP": "stop",
@@ -220,18 +222,17 @@ class GeminiEmbed(_GeminiKind):
     async def run(self, model: str, request: EmbedInput) -> EmbedResult:
         texts = request.texts()
         extra = {"outputDimensionality": request.dimensions} if request.dimensions else {}
-        rows: Any
         if len(texts) == 1:
             data = await self._call(
                 model, "embedContent", {"content": {"parts": [{"text": texts[0]}]}, **extra}
             )
-            rows = [data.get("embedding")] if isinstance(data, dict) else []
+            rows: Any = [data.get("embedding")] if isinstance(data, dict) else []
         else:
-            requests = [
-                {"model": f"models/{model}", "content": {"parts": [{"text": t}]}, **extra} for t in texts
-            ]
-            data = await self._call(model, "batchEmbedContents", {"requests": requests})
-            rows = data.get("embeddings") if isinstance(data, dict) else []
+            # batchEmbedContents takes at most 100 requests; larger inputs go as concurrent batches.
+            batches = [texts[i : i + BATCH_LIMIT] for i in range(0, len(texts), BATCH_LIMIT)]
+            answers = await asyncio.gather(*(self._batch(model, batch, extra) for batch in batches))
+            rows = [row for answer in answers for row in answer]
+            data = answers
         try:
             vectors = [[float(x) for x in row["values"]] for row in rows or []]
         except (KeyError, TypeError, ValueError):
@@ -240,3 +241,11 @@ class GeminiEmbed(_GeminiKind):
             raise self._bad(model, f"{len(vectors)} embeddings for {len(texts)} inputs", data)
         usage = Usage(input_tokens=sum(count_tokens(t) for t in texts), estimated=True)  # Gemini reports none
         return EmbedResult(embeddings=vectors, model=model, usage=usage)
+
+    async def _batch(self, model: str, texts: list[str], extra: dict[str, Any]) -> list[Any]:
+        requests = [{"model": f"models/{model}", "content": {"parts": [{"text": t}]}, **extra} for t in texts]
+        data = await self._call(model, "batchEmbedContents", {"requests": requests})
+        rows = data.get("embeddings") if isinstance(data, dict) else None
+        if not isinstance(rows, list):
+            raise self._bad(model, "the answer has no embeddings", data)
+        return rows

@@ -124,7 +124,8 @@ def error_details(body: bytes) -> tuple[str, str]:
         return str(data)[:300], ""
     inner: dict[str, Any] = data["error"] if isinstance(data.get("error"), dict) else data
     base: dict[str, Any] = data["base_resp"] if isinstance(data.get("base_resp"), dict) else {}
-    message = inner.get("message") or base.get("status_msg") or data.get("message") or ""
+    detail = data.get("detail")  # FastAPI-style services (Jina, Voyage)
+    message = inner.get("message") or base.get("status_msg") or data.get("message") or detail or ""
     code = inner.get("code") or inner.get("type") or inner.get("status") or base.get("status_code") or ""
     return str(message), str(code)
 

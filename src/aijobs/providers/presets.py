@@ -69,6 +69,7 @@ PRESETS: Mapping[str, Preset] = MappingProxyType(
         "gemini-openai": Preset("https://generativelanguage.googleapis.com/v1beta/openai"),
         "ollama": Preset("http://127.0.0.1:11434/v1"),
         "vllm": Preset("http://127.0.0.1:8000/v1"),
+        "cohere": Preset("https://api.cohere.com/v2"),
         "custom": Preset(None),
     }
 )

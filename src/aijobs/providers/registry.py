@@ -11,7 +11,7 @@ from types import MappingProxyType
 
 import httpx2
 
-from aijobs.providers import anthropic, gemini, openai, sim
+from aijobs.providers import anthropic, cohere, gemini, openai, rerank, sim
 from aijobs.providers.base import Adapter, ProviderContext
 from aijobs.routing.policy import Routing
 
@@ -28,6 +28,11 @@ ADAPTERS: Mapping[tuple[str, str], type[Adapter]] = MappingProxyType(
         ("anthropic", "chat"): anthropic.AnthropicChat,
         ("gemini", "chat"): gemini.GeminiChat,
         ("gemini", "embed"): gemini.GeminiEmbed,
+        ("cohere", "rerank"): rerank.CohereRerank,
+        ("cohere", "embed"): cohere.CohereEmbed,
+        ("jina", "rerank"): rerank.JinaRerank,
+        ("voyage", "rerank"): rerank.VoyageRerank,
+        ("dashscope", "rerank"): rerank.DashScopeRerank,
     }
 )
 

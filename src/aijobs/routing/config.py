@@ -59,7 +59,7 @@ class ProviderConfig(_Config):
 
     @model_validator(mode="after")
     def _preset_known(self) -> ProviderConfig:
-        if self.kind != "openai":
+        if self.kind not in ("openai", "cohere"):  # the kinds whose vendors differ by preset
             return self
         if self.preset is not None and self.preset not in PRESETS:
             raise ValueError(f"unknown preset {self.preset!r}; known: {', '.join(sorted(PRESETS))}")
