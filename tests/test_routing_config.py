@@ -138,3 +138,29 @@ def test_a_bad_routing_file_stops_the_api_at_startup_with_the_key(tmp_path: Path
     )  # fmt: skip
     assert result.returncode == 2
     assert "features.x.route[0]: unknown provider 'ghost'" in result.stderr
+
+
+def test_presets_are_checked_when_the_file_loads() -> None:
+    from aijobs.providers.presets import PRESETS
+
+    with pytest.raises(ConfigError, match=r"providers\.x\.preset|providers\.x: .*unknown preset 'deepsek'"):
+        parse_routing(BASE + DEFAULTS + '[providers.x]\nkind = "openai"\npreset = "deepsek"\n')
+    with pytest.raises(ConfigError, match="base_url is required with preset 'azure-openai'"):
+        parse_routing(BASE + DEFAULTS + '[providers.x]\nkind = "openai"\npreset = "azure-openai"\n')
+    azure = '[providers.x]\nkind = "openai"\npreset = "azure-openai"\n'
+    azure += 'base_url = "https://r.openai.azure.com/openai/v1"\n'
+    assert parse_routing(BASE + DEFAULTS + azure).providers["x"].preset == "azure-openai"
+    wanted = {"openai", "azure-openai", "deepseek", "qwen", "moonshot", "moonshot-global", "zhipu", "doubao"}
+    wanted |= {
+        "qianfan",
+        "spark",
+        "minimax",
+        "siliconflow",
+        "mistral",
+        "xai",
+        "groq",
+        "together",
+        "openrouter",
+    }
+    wanted |= {"ollama", "vllm", "custom"}
+    assert wanted <= set(PRESETS)
