@@ -124,8 +124,12 @@ def test_shipped_policies_are_valid() -> None:
     }
     assert dev.features["background"].lane == "batch"
     assert dev.features["images"].lane == "media"
-    production = load_routing(ROOT / "routing.toml")  # schema and references; adapters arrive later
-    assert all(p.kind != "sim" for p in production.providers.values())
+    production = load_routing(ROOT / "routing.toml")
+    keys = {p.api_key_env: "k" for p in production.providers.values() if p.api_key_env}
+    resolved = load_policy(ROOT / "routing.toml", keys)
+    text_features = [f for f in resolved.features.values() if f.type in ("chat", "embed", "rerank")]
+    assert all(t.provider != "sim" for f in text_features for t in f.targets)  # never a stand-in for text
+    assert resolved.features["chinese"].targets[0].provider == "qwen"
 
 
 def test_a_bad_routing_file_stops_the_api_at_startup_with_the_key(tmp_path: Path) -> None:
