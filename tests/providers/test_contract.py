@@ -274,3 +274,38 @@ async def test_a_tool_call_round_trip(chat_target: Target, llmock_url: str, http
     assert isinstance(second, ChatResult)
     assert second.finish_reason == "stop"
     assert second.message.content
+
+
+@pytest.mark.parametrize(
+    ("preset", "body", "code"),
+    [
+        # MiniMax answers 200 and reports failures in base_resp (1002: rate limited, 1026: sensitive input).
+        ("minimax", b'{"choices": null, "base_resp": {"status_code": 1002, "status_msg": "rate limit"}}',
+         "provider_rate_limited"),
+        ("minimax", b'{"base_resp": {"status_code": 1026, "status_msg": "input new_sensitive"}}',
+         "provider_content_filtered"),
+        # Ark can answer 200 with an error object and no choices.
+        ("doubao", b'{"error": {"code": "InvalidParameter", "message": "The parameter `model` is invalid"}}',
+         "provider_rejected"),
+    ],
+)  # fmt: skip
+async def test_errors_inside_a_200_answer(
+    preset: str, body: bytes, code: str, http: httpx2.AsyncClient
+) -> None:
+    async def canned(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        head = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(body)
+        writer.write(head + body)
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(canned, "127.0.0.1", 0)
+    target = Target(preset, "openai", "chat", preset, "/v1", "m", CHAT, check_chat)
+    url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/v1"
+    try:
+        with pytest.raises(ProviderError) as caught:
+            await adapter(target, url, http).run("m", CHAT)
+    finally:
+        server.close()
+        await server.wait_closed()
+    assert caught.value.code == code
