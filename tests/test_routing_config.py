@@ -168,3 +168,12 @@ def test_presets_are_checked_when_the_file_loads() -> None:
     }
     wanted |= {"ollama", "vllm", "custom"}
     assert wanted <= set(PRESETS)
+
+
+def test_an_embed_route_on_a_preset_without_embeddings_is_refused() -> None:
+    extra = '[providers.ds]\nkind = "openai"\npreset = "deepseek"\n'
+    extra += '[features.x]\ntype = "embed"\nroute = ["ds:m"]\n'
+    with pytest.raises(
+        ConfigError, match=r"features\.x\.route\[0\]: preset 'deepseek' has no embeddings endpoint"
+    ):
+        parse_routing(BASE + DEFAULTS + extra)

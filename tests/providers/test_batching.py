@@ -29,3 +29,15 @@ async def test_large_inputs_are_split_into_batches_in_order(
     assert result.embeddings[137] == single.embeddings[0]  # the order survives the split
     assert result.embeddings[3] == single.embeddings[1]
     assert len(sent) == 4  # three batches, then one for the pair
+
+
+async def test_openai_kind_batches_at_the_presets_limit(llmock_url: str) -> None:
+    async with httpx2.AsyncClient() as http:
+        await http.post(llmock_url + "/_llmock/reset")
+        config = ProviderConfig(kind="openai", preset="qwen", base_url=llmock_url + "/v1")
+        adapter = ADAPTERS[("openai", "embed")](ProviderContext("qwen", config, "k", http, {}))
+        result = await adapter.run("text-embedding-v3", EmbedInput(input=[f"t{i}" for i in range(25)]))
+        sent = (await http.get(llmock_url + "/_llmock/requests")).json()
+    assert isinstance(result, EmbedResult)
+    assert len(result.embeddings) == 25
+    assert sent["count"] == 3  # DashScope takes 10 inputs a call: 10 + 10 + 5

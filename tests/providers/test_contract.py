@@ -24,7 +24,7 @@ from aijobs.types.chat import ChatInput, ChatResult
 from aijobs.types.embed import EmbedInput, EmbedResult
 from aijobs.types.rerank import RerankInput, RerankResult
 
-API_KEY = "sk-test-0123456789abcdef"
+API_KEY = "Tk9PlainLettersAndDigits0123456789abcdef"  # no prefix: redaction must not rely on one
 
 
 def check_chat(result: Any) -> None:

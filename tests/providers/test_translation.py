@@ -175,3 +175,71 @@ async def test_gemini_blocked_prompt_is_a_content_filter_error() -> None:
             await adapter.run("gemini-2.5-flash", chat(messages=[{"role": "user", "content": "x"}]))
     server.close()
     await server.wait_closed()
+
+
+async def answer_with(body: bytes, kind: str, preset: str | None = None) -> Any:
+    """Run a chat adapter of ``kind`` against a server that answers 200 with ``body``."""
+    import asyncio
+
+    from aijobs.providers.registry import ADAPTERS
+
+    async def canned(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(
+            b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(body)
+        )
+        writer.write(body)
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(canned, "127.0.0.1", 0)
+    base = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+    config = ProviderConfig(kind=kind, preset=preset, base_url=base)
+    try:
+        async with httpx2.AsyncClient() as client:
+            adapter = ADAPTERS[(kind, "chat")](ProviderContext("p", config, "k", client, {}))
+            return await adapter.run("m", chat(messages=[{"role": "user", "content": "x"}]))
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
+async def test_odd_but_real_openai_style_answers() -> None:
+    import pytest
+
+    from aijobs.errors import ProviderBadResponse, ProviderUnavailable
+
+    qwen = b'{"choices": [{"finish_reason": "tool_calls", "message": {"role": "assistant", "content": "", "tool_calls": [{"index": 0, "id": "call_1", "type": "function", "function": {"name": "look", "arguments": "{}"}}]}}]}'
+    result = await answer_with(qwen, "openai", "qwen")
+    assert result.message.tool_calls[0].id == "call_1"
+    chunks = b'{"choices": [{"finish_reason": "stop", "message": {"role": "assistant", "content": [{"type": "thinking", "thinking": "hm"}, {"type": "text", "text": "Hello"}]}}]}'
+    assert (await answer_with(chunks, "openai", "mistral")).message.content == "Hello"
+    with pytest.raises(ProviderBadResponse):
+        await answer_with(b'{"choices": [{"finish_reason": "stop", "message": null}]}', "openai")
+    cut = b'{"choices": [{"finish_reason": "insufficient_system_resource", "message": {"content": "Hal"}}]}'
+    with pytest.raises(ProviderUnavailable, match="cut short"):
+        await answer_with(cut, "openai", "deepseek")
+
+
+async def test_odd_but_real_gemini_and_anthropic_answers() -> None:
+    import pytest
+
+    from aijobs.errors import ProviderBadResponse
+
+    with pytest.raises(ProviderBadResponse, match="MALFORMED_FUNCTION_CALL"):
+        await answer_with(
+            b'{"candidates": [{"finishReason": "MALFORMED_FUNCTION_CALL", "content": {"parts": []}}]}',
+            "gemini",
+        )
+    with pytest.raises(ProviderBadResponse):
+        await answer_with(
+            b'{"candidates": [{"content": {"parts": [{"functionCall": {"args": {}}}]}}]}', "gemini"
+        )
+    with pytest.raises(ProviderBadResponse):
+        await answer_with(b"[1, 2]", "gemini")
+    claude = await answer_with(
+        b'{"content": [{"type": "text", "text": "ok"}], "stop_reason": "model_context_window_exceeded", "usage": null}',
+        "anthropic",
+    )
+    assert claude.finish_reason == "length"
+    assert claude.usage.estimated

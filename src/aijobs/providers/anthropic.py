@@ -23,6 +23,7 @@ from pydantic import BaseModel
 from aijobs.errors import ProviderBadResponse
 from aijobs.providers import http
 from aijobs.providers.base import NoOptions, ProviderContext
+from aijobs.tokens import count_tokens
 from aijobs.types.chat import (
     AssistantMessage,
     ChatInput,
@@ -45,6 +46,7 @@ _FINISH: dict[str, FinishReason] = {
     "stop_sequence": "stop",
     "pause_turn": "stop",
     "max_tokens": "length",
+    "model_context_window_exceeded": "length",
     "tool_use": "tool_calls",
     "refusal": "content_filter",
 }
@@ -65,12 +67,12 @@ class AnthropicChat:
 
     async def run(self, model: str, request: ChatInput) -> ChatResult:
         data = await http.post_json(
-            self.context.http, self.url, messages_body(model, request), headers=self.headers,
-            provider=self.context.name, model=model, timeouts=self.timeouts,
+            self.context, self.url, messages_body(model, request), model=model, headers=self.headers,
+            timeouts=self.timeouts,
         )  # fmt: skip
         try:
             return parse_message(data, model)
-        except (KeyError, TypeError, ValueError):
+        except (KeyError, TypeError, ValueError, AttributeError):
             raise ProviderBadResponse(
                 f"{self.context.name} {model}: the answer is not a Messages API message",
                 provider=self.context.name, model=model, status=200, body=orjson.dumps(data).decode(),
@@ -163,6 +165,10 @@ def _json_instruction(request: ChatInput) -> str:
     return "Answer with a single JSON object, and nothing else."
 
 
+def _estimate(message: AssistantMessage) -> int:
+    return count_tokens(message.content or "")
+
+
 def parse_message(data: dict[str, Any], model: str) -> ChatResult:
     """A Messages API answer as our chat result."""
     texts, thoughts, calls = [], [], []
@@ -182,7 +188,7 @@ def parse_message(data: dict[str, Any], model: str) -> ChatResult:
         tool_calls=calls or None,
         reasoning="".join(thoughts) or None,
     )
-    usage = data.get("usage") or {}
+    usage = http.as_dict(data.get("usage"))
     cache_read = int(usage.get("cache_read_input_tokens") or 0)
     cache_write = int(usage.get("cache_creation_input_tokens") or 0)
     return ChatResult(
@@ -191,8 +197,10 @@ def parse_message(data: dict[str, Any], model: str) -> ChatResult:
         model=data.get("model") or model,
         usage=Usage(
             input_tokens=int(usage.get("input_tokens") or 0) + cache_read + cache_write,
-            output_tokens=int(usage.get("output_tokens") or 0),
+            output_tokens=int(usage.get("output_tokens") or 0)
+            if usage
+            else count_tokens(message.content or ""),
             cached_tokens=cache_read,
-            estimated="usage" not in data,
+            estimated=not usage,
         ),
     )

@@ -11,6 +11,7 @@ from pydantic import BaseModel
 from aijobs.errors import ProviderBadResponse
 from aijobs.providers import http
 from aijobs.providers.base import NoOptions, ProviderContext
+from aijobs.providers.presets import preset_for
 from aijobs.providers.rerank import CohereRerank
 from aijobs.tokens import count_tokens
 from aijobs.types.common import Usage
@@ -26,7 +27,8 @@ class CohereEmbed:
 
     def __init__(self, context: ProviderContext) -> None:
         self.context = context
-        self.url = (context.config.base_url or CohereRerank.default_base_url).rstrip("/") + "/embed"
+        preset = preset_for(context.config.preset).base_url if context.config.preset else None
+        self.url = (context.config.base_url or preset or CohereRerank.default_base_url).rstrip("/") + "/embed"
         self.headers = {"Content-Type": "application/json"}
         if context.api_key:
             self.headers["Authorization"] = f"Bearer {context.api_key}"
@@ -54,9 +56,8 @@ class CohereEmbed:
         if dimensions is not None:
             body["output_dimension"] = dimensions
         data = await http.post_json(
-            self.context.http, self.url, body, headers=self.headers,
-            provider=self.context.name, model=model, timeouts=self.timeouts,
-        )  # fmt: skip
+            self.context, self.url, body, model=model, headers=self.headers, timeouts=self.timeouts
+        )
         try:
             vectors = [[float(x) for x in row] for row in data["embeddings"]["float"]]
         except (KeyError, TypeError, ValueError):
@@ -66,4 +67,5 @@ class CohereEmbed:
                 f"{self.context.name} {model}: {len(vectors)} embeddings for {len(texts)} inputs",
                 provider=self.context.name, model=model, status=200, body=orjson.dumps(data).decode(),
             )  # fmt: skip
-        return vectors, ((data.get("meta") or {}).get("billed_units") or {}).get("input_tokens")
+        billed = http.as_dict(http.as_dict(http.as_dict(data).get("meta")).get("billed_units"))
+        return vectors, billed.get("input_tokens")

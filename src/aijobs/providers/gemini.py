@@ -68,8 +68,8 @@ class _GeminiKind:
 
     async def _call(self, model: str, method: str, body: dict[str, Any]) -> Any:
         return await http.post_json(
-            self.context.http, f"{self.base_url}{model}:{method}", body, headers=self.headers,
-            provider=self.context.name, model=model, timeouts=self.timeouts,
+            self.context, f"{self.base_url}{model}:{method}", body, model=model, headers=self.headers,
+            timeouts=self.timeouts,
         )  # fmt: skip
 
     def _bad(self, model: str, what: str, data: Any) -> ProviderBadResponse:
@@ -84,6 +84,8 @@ class GeminiChat(_GeminiKind):
 
     async def run(self, model: str, request: ChatInput) -> ChatResult:
         data = await self._call(model, "generateContent", content_body(request))
+        if not isinstance(data, dict):
+            raise self._bad(model, "the answer is not an object", data)
         blocked = (data.get("promptFeedback") or {}).get("blockReason")
         if blocked and not data.get("candidates"):
             raise ProviderContentFiltered(
@@ -92,32 +94,36 @@ class GeminiChat(_GeminiKind):
             )  # fmt: skip
         try:
             candidate = data["candidates"][0]
-            parts = (candidate.get("content") or {}).get("parts") or []
-        except (KeyError, IndexError, TypeError):
-            raise self._bad(model, "the answer has no candidates", data) from None
-        texts: list[str] = []
-        thoughts: list[str] = []
-        calls: list[ToolCall] = []
-        for part in parts:
-            if "functionCall" in part:
-                call = part["functionCall"]
-                arguments = orjson.dumps(call.get("args") or {}).decode()
-                call_id = call.get("id") or f"call_{len(calls)}_{call['name']}"
-                calls.append(
-                    ToolCall(id=call_id, function=FunctionCall(name=call["name"], arguments=arguments))
-                )
-            elif "text" in part:
-                (thoughts if part.get("thought") else texts).append(part["text"])
-        message = AssistantMessage(
-            content="".join(texts) if texts else None,
-            tool_calls=calls or None,
-            reasoning="".join(thoughts) or None,
-        )
-        finish = "tool_calls" if calls else _FINISH.get(candidate.get("finishReason") or "STOP", "stop")
+            message = _message((candidate.get("content") or {}).get("parts") or [])
+        except (KeyError, IndexError, TypeError, AttributeError, ValueError):  # ValueError: pydantic's too
+            raise self._bad(model, "the answer has no readable candidates[0]", data) from None
+        reason = candidate.get("finishReason") or "STOP"
+        if reason not in _FINISH and not (message.content or message.tool_calls):
+            raise self._bad(model, f"the answer is empty ({reason})", data)  # e.g. MALFORMED_FUNCTION_CALL
+        finish = "tool_calls" if message.tool_calls else _FINISH.get(reason, "stop")
         return ChatResult(
             message=message, finish_reason=finish, model=data.get("modelVersion") or model,
             usage=_usage(data.get("usageMetadata"), request, message),
         )  # fmt: skip
+
+
+def _message(parts: list[dict[str, Any]]) -> AssistantMessage:
+    texts: list[str] = []
+    thoughts: list[str] = []
+    calls: list[ToolCall] = []
+    for part in parts:
+        if "functionCall" in part:
+            call = part["functionCall"]
+            arguments = orjson.dumps(call.get("args") or {}).decode()
+            call_id = call.get("id") or f"call_{len(calls)}_{call['name']}"
+            calls.append(ToolCall(id=call_id, function=FunctionCall(name=call["name"], arguments=arguments)))
+        elif "text" in part:
+            (thoughts if part.get("thought") else texts).append(part["text"])
+    return AssistantMessage(
+        content="".join(texts) if texts else None,
+        tool_calls=calls or None,
+        reasoning="".join(thoughts) or None,
+    )
 
 
 def content_body(request: ChatInput) -> dict[str, Any]:

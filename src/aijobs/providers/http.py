@@ -3,22 +3,27 @@
 ::
 
     post_json(...)            → the decoded JSON body of a 2xx answer, or raises:
-    ├── httpx2.ConnectTimeout, ReadTimeout, … → ProviderTimeout
-    ├── other transport errors (refused, reset) → ProviderUnavailable
+    ├── httpx2.TimeoutException                 → ProviderTimeout
+    ├── other request errors (refused, reset,
+    │   undecodable content)                    → ProviderUnavailable
     ├── status ≥ 400                            → error_for(status, body, headers)
     ├── a 2xx body that is not JSON             → ProviderBadResponse
     └── a 2xx body that carries an error        → error_for(...) (MiniMax ``base_resp``, Ark ``error``)
 
-``error_for`` reads the status first and the provider's error body second: a 400 whose body says the
-prompt is too long is a context-window error, one that names a content policy is a content filter.
-It reads error bodies in the shapes providers use (``{"error": {...}}``, ``{"message": ...}``,
-``base_resp``), never by provider name. Error text is truncated and scrubbed of keys before it is
-kept anywhere (:func:`aijobs.errors.scrub`).
+``error_for`` reads the status and the provider's error body, in whichever shape the provider uses
+(``{"error": {...}}``, ``{"message"}``, ``{"detail"}``, ``base_resp``, Google's ``details[].reason``),
+never the provider's name. What the body says can overrule the status: a 400 that says the prompt
+is too long is a context-window error, one that names a content policy is a content filter, a bad
+key is an auth error whatever its status, and an exhausted balance is a billing (auth) error.
+
+Error text is truncated, and the provider's key (whatever its shape) plus anything key-like is
+scrubbed out before it is kept anywhere.
 """
 
 from __future__ import annotations
 
 import email.utils
+import math
 import re
 import time
 from collections.abc import Mapping
@@ -30,9 +35,10 @@ import orjson
 
 from aijobs import errors
 from aijobs.errors import ProviderError
+from aijobs.providers.base import ProviderContext
 
 _CONTEXT_HINTS = re.compile(
-    r"context[_ ]length|context window|maximum context|prompt is too long|too many tokens|"
+    r"context[_ ]length|context window|context limit|maximum context|prompt is too long|too many tokens|"
     r"exceeds the maximum number of tokens|input token count|reduce the length",
     re.IGNORECASE,
 )
@@ -41,12 +47,22 @@ _POLICY_HINTS = re.compile(
     r"inappropriate|flagged|filtered",
     re.IGNORECASE,
 )
-_QUOTA_HINTS = re.compile(
-    r"insufficient_quota|insufficient balance|exceeded your current quota", re.IGNORECASE
+_AUTH_HINTS = re.compile(
+    r"api[ _]key not valid|api_key_invalid|invalid[ _]api[ _]key|incorrect api key|invalidapikey|"
+    r"authentication[_ ](error|fails|failed)",
+    re.IGNORECASE,
+)
+#: Out of credit: retrying will not help, another provider may. (Gemini says "exceeded your current
+#: quota" for per-minute limits too, so that phrase alone is not billing.)
+_BILLING_HINTS = re.compile(
+    r"insufficient_quota|insufficient[ _]balance|credit balance is too low|arrearage|"
+    r"exceeded_current_quota|billing",
+    re.IGNORECASE,
 )
 
-#: MiniMax ``base_resp.status_code`` values, as the HTTP status they amount to.
-_MINIMAX_STATUS = {1002: 429, 1004: 401, 1008: 402, 1026: 400, 1027: 400, 2013: 400, 2049: 401}
+#: MiniMax ``base_resp.status_code`` values, as the HTTP status they amount to; others count as 500.
+_MINIMAX_STATUS = {1001: 504, 1002: 429, 1004: 401, 1008: 402, 1026: 400, 1027: 400, 1039: 429, 2013: 400}
+_MINIMAX_STATUS |= {2049: 401}
 
 _BY_STATUS: dict[int, type[ProviderError]] = {
     401: errors.ProviderAuth,
@@ -61,44 +77,52 @@ _BY_STATUS: dict[int, type[ProviderError]] = {
 MAX_RETRY_AFTER_S = 3600.0
 
 
+def as_dict(value: Any) -> dict[str, Any]:
+    """``value`` if it is a JSON object, else an empty one: answers' optional blocks can be null."""
+    return value if isinstance(value, dict) else {}
+
+
 def timeout(connect_s: float, read_s: float) -> httpx2.Timeout:
     """Explicit connect and read timeouts; the whole attempt is bounded by the Router."""
     return httpx2.Timeout(read_s, connect=connect_s)
 
 
 async def post_json(
-    client: httpx2.AsyncClient,
+    context: ProviderContext,
     url: str,
     body: Mapping[str, Any],
     *,
-    headers: Mapping[str, str],
-    provider: str,
     model: str,
+    headers: Mapping[str, str],
     timeouts: httpx2.Timeout,
 ) -> Any:
     """POST ``body`` as JSON and return the decoded answer, or raise a :class:`ProviderError`."""
+    provider = context.name
     try:
-        response = await client.post(url, content=orjson.dumps(body), headers=headers, timeout=timeouts)
+        response = await context.http.post(url, content=orjson.dumps(body), headers=headers, timeout=timeouts)
     except httpx2.TimeoutException as exc:
         raise errors.ProviderTimeout(
             f"{provider} did not answer in time ({type(exc).__name__})", provider=provider, model=model
         ) from None
-    except httpx2.TransportError as exc:
+    except httpx2.RequestError as exc:
         raise errors.ProviderUnavailable(
             f"could not reach {provider}: {type(exc).__name__}", provider=provider, model=model
         ) from None
     if response.status_code >= 400:
-        raise error_for(response.status_code, response.content, response.headers, provider, model)
+        raise error_for(
+            response.status_code, response.content, response.headers, provider, model, context.api_key
+        )
     try:
         data = orjson.loads(response.content)
     except orjson.JSONDecodeError:
         raise errors.ProviderBadResponse(
             f"{provider} answered {response.status_code} with a body that is not JSON",
-            provider=provider, model=model, status=response.status_code, body=response.text,
+            provider=provider, model=model, status=response.status_code,
+            body=_redact(response.text, context.api_key),
         ) from None  # fmt: skip
     embedded = embedded_error(data)
     if embedded is not None:
-        raise error_for(embedded, response.content, response.headers, provider, model)
+        raise error_for(embedded, response.content, response.headers, provider, model, context.api_key)
     return data
 
 
@@ -107,54 +131,75 @@ def embedded_error(data: Any) -> int | None:
     if not isinstance(data, dict):
         return None
     base = data.get("base_resp")
-    if isinstance(base, dict) and base.get("status_code") not in (None, 0):
-        return _MINIMAX_STATUS.get(int(base["status_code"]), 400)
+    if isinstance(base, dict) and base.get("status_code") not in (None, 0, "0"):
+        try:
+            return _MINIMAX_STATUS.get(int(base["status_code"]), 500)
+        except (TypeError, ValueError):
+            return 500
     if isinstance(data.get("error"), dict) and "choices" not in data and "data" not in data:
         return 400
     return None
 
 
-def error_details(body: bytes) -> tuple[str, str]:
-    """``(message, code)`` from an error body in any of the shapes providers use."""
+def error_details(body: bytes) -> tuple[str, str, str]:
+    """``(message, code, hints)`` from an error body in any of the shapes providers use.
+
+    ``hints`` joins every code-like string the body carries (code, type, status, Google's
+    ``details[].reason``) with the message, for recognising what kind of error it is.
+    """
     try:
         data = orjson.loads(body)
     except orjson.JSONDecodeError:
-        return body.decode("utf-8", "replace")[:300], ""
+        text = body.decode("utf-8", "replace")[:300]
+        return text, "", text
     if not isinstance(data, dict):
-        return str(data)[:300], ""
+        return str(data)[:300], "", str(data)[:300]
     inner: dict[str, Any] = data["error"] if isinstance(data.get("error"), dict) else data
     base: dict[str, Any] = data["base_resp"] if isinstance(data.get("base_resp"), dict) else {}
-    detail = data.get("detail")  # FastAPI-style services (Jina, Voyage)
-    message = inner.get("message") or base.get("status_msg") or data.get("message") or detail or ""
-    code = inner.get("code") or inner.get("type") or inner.get("status") or base.get("status_code") or ""
-    return str(message), str(code)
+    detail = data.get("detail") if isinstance(data.get("detail"), str) else ""  # FastAPI-style (Jina, Voyage)
+    message = str(inner.get("message") or base.get("status_msg") or data.get("message") or detail or "")
+    codes = [str(inner[k]) for k in ("code", "type", "status") if inner.get(k) not in (None, "")]
+    codes += [str(base["status_code"])] if "status_code" in base else []
+    details: list[Any] = inner["details"] if isinstance(inner.get("details"), list) else []
+    codes += [str(d["reason"]) for d in details if isinstance(d, dict) and d.get("reason")]
+    code = next((c for c in codes if not c.isdigit()), codes[0] if codes else "")
+    return message, code, " ".join([*codes, message])
 
 
 def error_for(
-    status: int, body: bytes, headers: Mapping[str, str], provider: str, model: str
+    status: int, body: bytes, headers: Mapping[str, str], provider: str, model: str, secret: str | None = None
 ) -> ProviderError:
     """The error an answer with ``status`` and this error ``body`` means."""
-    message, code = error_details(body)
-    hint = f"{code} {message}"
+    message, code, hints = error_details(body)
     cls: type[ProviderError]
-    if _CONTEXT_HINTS.search(hint):
+    if _AUTH_HINTS.search(hints) or _BILLING_HINTS.search(hints):
+        cls = errors.ProviderAuth
+    elif _CONTEXT_HINTS.search(hints):
         cls = errors.ProviderContextWindow
-    elif _POLICY_HINTS.search(hint) and status < 500:
+    elif _POLICY_HINTS.search(hints) and status < 500:
         cls = errors.ProviderContentFiltered
-    elif _QUOTA_HINTS.search(hint):
-        cls = errors.ProviderAuth  # out of credit: retrying will not help, another provider may
     elif status in _BY_STATUS:
         cls = _BY_STATUS[status]
     elif status >= 500:
         cls = errors.ProviderUnavailable
     else:
         cls = errors.ProviderRejected
-    text = errors.scrub(message or f"HTTP {status}", limit=300)
+    text = _redact(f"{code + ': ' if code else ''}{message or f'HTTP {status}'}", secret)
+    wait_s = (
+        retry_after_s(headers) if status in (429, 503, 529) or cls is errors.ProviderRateLimited else None
+    )
+    if wait_s is None and cls is errors.ProviderRateLimited:
+        wait_s = _google_retry_delay(body)
     return cls(
-        f"{provider} {model}: {status} {code + ': ' if code else ''}{text}",
-        provider=provider, model=model, status=status, retry_after_s=retry_after_s(headers),
-        body=body.decode("utf-8", "replace"),
+        f"{provider} {model}: {status} {errors.scrub(text, limit=300)}",
+        provider=provider, model=model, status=status, retry_after_s=wait_s,
+        body=_redact(body.decode("utf-8", "replace"), secret),
     )  # fmt: skip
+
+
+def _redact(text: str, secret: str | None) -> str:
+    """``text`` without ``secret`` in it, whatever the key looks like (scrub() only knows common shapes)."""
+    return text.replace(secret, "[redacted]") if secret and len(secret) >= 6 else text
 
 
 _DURATION = re.compile(r"(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m(?!s))?(?:(\d+(?:\.\d+)?)s)?(?:(\d+)ms)?$")
@@ -163,9 +208,9 @@ _DURATION = re.compile(r"(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m(?!s))?(?:(\d+(
 def retry_after_s(headers: Mapping[str, str], now_s: float | None = None) -> float | None:
     """How long the provider asked us to wait, from the headers it uses, capped at an hour.
 
-    ``retry-after-ms``; ``Retry-After`` as seconds or an HTTP date; else the soonest rate-limit
-    reset (OpenAI's ``x-ratelimit-reset-*`` durations such as ``6m0s``, Anthropic's
-    ``anthropic-ratelimit-*-reset`` timestamps) when that limit is exhausted.
+    ``retry-after-ms``; ``Retry-After`` as seconds or an HTTP date; else the reset of the limit that
+    is exhausted (``x-ratelimit-remaining-X: 0`` → ``x-ratelimit-reset-X`` as a duration like
+    ``6m0s``; ``anthropic-ratelimit-X-remaining: 0`` → ``anthropic-ratelimit-X-reset`` timestamp).
     """
     now = time.time() if now_s is None else now_s
     lower = {k.lower(): v for k, v in headers.items()}
@@ -180,21 +225,39 @@ def retry_after_s(headers: Mapping[str, str], now_s: float | None = None) -> flo
             except (TypeError, ValueError):
                 seconds = None
         return _cap(seconds)
-    resets = [_duration(v) for k, v in lower.items() if k.startswith("x-ratelimit-reset")]
-    resets += [
-        _timestamp(v, now)
-        for k, v in lower.items()
-        if k.startswith("anthropic-ratelimit") and k.endswith("reset")
-    ]
+    resets = []
+    for name, value in lower.items():
+        if name.startswith("x-ratelimit-reset-"):
+            limit = name.removeprefix("x-ratelimit-reset-")
+            if lower.get(f"x-ratelimit-remaining-{limit}", "").strip() == "0":
+                resets.append(_duration(value))
+        elif name.startswith("anthropic-ratelimit-") and name.endswith("-reset"):
+            limit = name.removeprefix("anthropic-ratelimit-").removesuffix("-reset")
+            if lower.get(f"anthropic-ratelimit-{limit}-remaining", "").strip() == "0":
+                resets.append(_timestamp(value, now))
     found = [r for r in resets if r is not None]
-    return _cap(min(found)) if found else None
+    return _cap(max(found)) if found else None  # wait for every exhausted limit
+
+
+def _google_retry_delay(body: bytes) -> float | None:
+    """Google's ``RetryInfo`` detail (``"retryDelay": "30s"``) in a 429 body."""
+    try:
+        data = orjson.loads(body)
+        details = data["error"]["details"]
+    except (orjson.JSONDecodeError, KeyError, TypeError):
+        return None
+    for detail in details if isinstance(details, list) else []:
+        if isinstance(detail, dict) and isinstance(detail.get("retryDelay"), str):
+            return _cap(_duration(detail["retryDelay"]))
+    return None
 
 
 def _number(text: str, scale: float = 1.0) -> float | None:
     try:
-        return float(text) * scale
+        value = float(text) * scale
     except ValueError:
         return None
+    return value if math.isfinite(value) else None
 
 
 def _duration(text: str) -> float | None:
@@ -213,6 +276,6 @@ def _timestamp(text: str, now: float) -> float | None:
 
 
 def _cap(seconds: float | None) -> float | None:
-    if seconds is None:
+    if seconds is None or not math.isfinite(seconds):
         return None
     return round(min(max(seconds, 0.0), MAX_RETRY_AFTER_S), 3)

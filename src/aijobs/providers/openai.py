@@ -7,17 +7,18 @@ data in :mod:`aijobs.providers.presets`, never branches on vendor names here.
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any, ClassVar
 
 import orjson
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 
-from aijobs.errors import ProviderBadResponse
+from aijobs.errors import ProviderBadResponse, ProviderUnavailable
 from aijobs.providers import http
 from aijobs.providers.base import NoOptions, ProviderContext
 from aijobs.providers.presets import Preset, preset_for
 from aijobs.tokens import count_tokens
-from aijobs.types.chat import AssistantMessage, ChatInput, ChatResult, FinishReason, ToolCall
+from aijobs.types.chat import AssistantMessage, ChatInput, ChatResult, FinishReason, FunctionCall, ToolCall
 from aijobs.types.common import Usage
 from aijobs.types.embed import EmbedInput, EmbedResult
 
@@ -29,6 +30,8 @@ _FINISH: dict[str, FinishReason] = {
     "content_filter": "content_filter",
     "sensitive": "content_filter",  # Zhipu, Moonshot
 }
+#: Finish reasons that mean the vendor broke off the answer (DeepSeek, Zhipu): an error, retryable.
+_CUT_SHORT = frozenset({"insufficient_system_resource", "network_error"})
 
 
 class _OpenAIKind:
@@ -48,9 +51,13 @@ class _OpenAIKind:
 
     async def _post(self, path: str, model: str, body: dict[str, Any]) -> Any:
         return await http.post_json(
-            self.context.http, self.base_url + path, body, headers=self.headers,
-            provider=self.context.name, model=model, timeouts=self.timeouts,
-        )  # fmt: skip
+            self.context,
+            self.base_url + path,
+            body,
+            model=model,
+            headers=self.headers,
+            timeouts=self.timeouts,
+        )
 
     def _bad(self, model: str, what: str, data: Any) -> ProviderBadResponse:
         excerpt = orjson.dumps(data).decode()[:500]
@@ -71,18 +78,19 @@ class OpenAIChat(_OpenAIKind):
         try:
             choice = data["choices"][0]
             wire = choice["message"]
-        except (KeyError, IndexError, TypeError):
-            raise self._bad(model, "the answer has no choices[0].message", data) from None
-        try:
-            tool_calls = [ToolCall.model_validate(c) for c in wire.get("tool_calls") or []] or None
-        except ValidationError:
-            raise self._bad(model, "the answer's tool calls are malformed", data) from None
-        message = AssistantMessage(
-            content=wire.get("content"),
-            tool_calls=tool_calls,
-            reasoning=wire.get("reasoning_content") or wire.get("reasoning"),
-        )
-        finish = _FINISH.get(choice.get("finish_reason") or "stop", "stop")
+            content = _text(wire.get("content"))
+            tool_calls = [_tool_call(c) for c in wire.get("tool_calls") or []] or None
+            reasoning = _text(wire.get("reasoning_content") or wire.get("reasoning"))
+        except (KeyError, IndexError, TypeError, AttributeError, ValueError):
+            raise self._bad(model, "the answer has no readable choices[0].message", data) from None
+        reason = choice.get("finish_reason") or "stop"
+        if reason in _CUT_SHORT:
+            raise ProviderUnavailable(
+                f"{self.context.name} {model}: the answer was cut short ({reason})",
+                provider=self.context.name, model=model, status=200,
+            )  # fmt: skip
+        message = AssistantMessage(content=content, tool_calls=tool_calls, reasoning=reasoning)
+        finish = _FINISH.get(reason, "stop")
         if tool_calls and finish == "stop":
             finish = "tool_calls"  # some vendors say "stop" even when they called a tool
         usage = chat_usage(data.get("usage"), request, message)
@@ -104,14 +112,33 @@ class OpenAIChat(_OpenAIKind):
         return body
 
 
+def _text(value: Any) -> str | None:
+    """Message text: a string, or (Mistral's thinking models) a list of typed chunks."""
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, list):
+        texts = [c.get("text", "") for c in value if isinstance(c, dict) and c.get("type", "text") == "text"]
+        return "".join(texts) or None
+    raise TypeError(f"unexpected content {type(value).__name__}")
+
+
+def _tool_call(wire: dict[str, Any]) -> ToolCall:
+    """A tool call with only the fields we model (Qwen adds ``index``; some send arguments as objects)."""
+    function = wire["function"]
+    arguments = function.get("arguments") or "{}"
+    if not isinstance(arguments, str):
+        arguments = orjson.dumps(arguments).decode()
+    return ToolCall(id=wire["id"], function=FunctionCall(name=function["name"], arguments=arguments))
+
+
 def chat_usage(wire: Any, request: ChatInput, message: AssistantMessage) -> Usage:
     """Tokens from the answer's ``usage`` block, or an estimate flagged as such when there is none."""
     if not isinstance(wire, dict) or "prompt_tokens" not in wire:
         prompt = sum(count_tokens(m.text()) for m in request.messages)
         completion = count_tokens(message.content or "") + count_tokens(message.reasoning or "")
         return Usage(input_tokens=prompt, output_tokens=completion, estimated=True)
-    prompt_details = wire.get("prompt_tokens_details") or {}
-    completion_details = wire.get("completion_tokens_details") or {}
+    prompt_details = http.as_dict(wire.get("prompt_tokens_details"))
+    completion_details = http.as_dict(wire.get("completion_tokens_details"))
     cached = prompt_details.get("cached_tokens") or wire.get("prompt_cache_hit_tokens") or 0  # DeepSeek
     return Usage(
         input_tokens=int(wire.get("prompt_tokens") or 0),
@@ -126,9 +153,23 @@ class OpenAIEmbed(_OpenAIKind):
 
     async def run(self, model: str, request: EmbedInput) -> EmbedResult:
         texts = request.texts()
+        size = self.preset.embed_batch
+        batches = [texts[i : i + size] for i in range(0, len(texts), size)]
+        answers = await asyncio.gather(*(self._embed(model, batch, request.dimensions) for batch in batches))
+        vectors = [vector for batch_vectors, _ in answers for vector in batch_vectors]
+        counted = [tokens for _, tokens in answers]
+        if all(tokens is not None for tokens in counted):
+            usage = Usage(input_tokens=sum(int(t or 0) for t in counted))
+        else:
+            usage = Usage(input_tokens=sum(count_tokens(t) for t in texts), estimated=True)
+        return EmbedResult(embeddings=vectors, model=model, usage=usage)
+
+    async def _embed(
+        self, model: str, texts: list[str], dimensions: int | None
+    ) -> tuple[list[list[float]], Any]:
         body: dict[str, Any] = {"model": model, "input": texts, "encoding_format": "float"}
-        if request.dimensions is not None:
-            body["dimensions"] = request.dimensions
+        if dimensions is not None:
+            body["dimensions"] = dimensions
         data = await self._post("/embeddings", model, body)
         try:
             rows = sorted(data["data"], key=lambda row: row["index"])
@@ -137,9 +178,5 @@ class OpenAIEmbed(_OpenAIKind):
             raise self._bad(model, "the answer has no data[].embedding", data) from None
         if len(vectors) != len(texts):
             raise self._bad(model, f"{len(vectors)} embeddings for {len(texts)} inputs", data)
-        wire = data.get("usage")
-        if isinstance(wire, dict) and "prompt_tokens" in wire:
-            usage = Usage(input_tokens=int(wire["prompt_tokens"] or 0))
-        else:
-            usage = Usage(input_tokens=sum(count_tokens(t) for t in texts), estimated=True)
-        return EmbedResult(embeddings=vectors, model=data.get("model") or model, usage=usage)
+        usage = data.get("usage")
+        return vectors, usage.get("prompt_tokens") if isinstance(usage, dict) else None

@@ -24,8 +24,9 @@ class Preset:
     max_tokens_field: str = "max_tokens"
     #: Whether ``response_format: {"type": "json_schema"}`` is accepted; if not, ``json_object`` is sent.
     json_schema: bool = True
-    #: Whether ``/embeddings`` exists.
+    #: Whether ``/embeddings`` exists, and how many inputs one call takes.
     embeddings: bool = True
+    embed_batch: int = 2048
     region: str = "global"
 
 
@@ -36,11 +37,11 @@ PRESETS: Mapping[str, Preset] = MappingProxyType(
             None, auth_header="api-key", auth_prefix="", max_tokens_field="max_completion_tokens"
         ),
         "deepseek": Preset("https://api.deepseek.com", embeddings=False, region="cn"),
-        "qwen": Preset("https://dashscope.aliyuncs.com/compatible-mode/v1", region="cn"),
-        "qwen-intl": Preset("https://dashscope-intl.aliyuncs.com/compatible-mode/v1"),
+        "qwen": Preset("https://dashscope.aliyuncs.com/compatible-mode/v1", embed_batch=10, region="cn"),
+        "qwen-intl": Preset("https://dashscope-intl.aliyuncs.com/compatible-mode/v1", embed_batch=10),
         "moonshot": Preset("https://api.moonshot.cn/v1", embeddings=False, region="cn"),
         "moonshot-global": Preset("https://api.moonshot.ai/v1", embeddings=False),
-        "zhipu": Preset("https://open.bigmodel.cn/api/paas/v4", region="cn"),
+        "zhipu": Preset("https://open.bigmodel.cn/api/paas/v4", embed_batch=64, region="cn"),
         "doubao": Preset("https://ark.cn-beijing.volces.com/api/v3", region="cn"),
         "doubao-intl": Preset("https://ark.ap-southeast.bytepluses.com/api/v3"),
         "qianfan": Preset("https://qianfan.baidubce.com/v2", region="cn"),

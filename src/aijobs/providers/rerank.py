@@ -40,15 +40,16 @@ class _Rerank:
 
     async def run(self, model: str, request: RerankInput) -> RerankResult:
         data = await http.post_json(
-            self.context.http, self.url, self.body(model, request), headers=self.headers,
-            provider=self.context.name, model=model, timeouts=self.timeouts,
+            self.context, self.url, self.body(model, request), model=model, headers=self.headers,
+            timeouts=self.timeouts,
         )  # fmt: skip
         try:
             hits = [
                 RerankHit(index=int(r["index"]), relevance_score=float(r["relevance_score"]))
                 for r in self.rows(data)
             ]
-        except (KeyError, TypeError, ValueError):
+            usage = self.usage(data if isinstance(data, dict) else {}, request)
+        except (KeyError, TypeError, ValueError, AttributeError):
             raise ProviderBadResponse(
                 f"{self.context.name} {model}: the answer has no ranked results", provider=self.context.name,
                 model=model, status=200, body=orjson.dumps(data).decode(),
@@ -61,7 +62,7 @@ class _Rerank:
         hits.sort(key=lambda hit: -hit.relevance_score)
         if request.top_n is not None:
             hits = hits[: request.top_n]
-        return RerankResult(results=hits, model=model, usage=self.usage(data, request))
+        return RerankResult(results=hits, model=model, usage=usage)
 
     def body(self, model: str, request: RerankInput) -> dict[str, Any]:
         body: dict[str, Any] = {"model": model, "query": request.query, "documents": request.documents}
@@ -74,7 +75,8 @@ class _Rerank:
         return rows
 
     def usage(self, data: Any, request: RerankInput) -> Usage:
-        tokens = (data.get("usage") or {}).get("total_tokens")
+        usage = data.get("usage")
+        tokens = usage.get("total_tokens") if isinstance(usage, dict) else None
         if tokens is None:
             estimate = count_tokens(request.query) * len(request.documents) + sum(
                 map(count_tokens, request.documents)
@@ -93,9 +95,9 @@ class CohereRerank(_Rerank):
         return preset_for(self.context.config.preset).base_url if self.context.config.preset else None
 
     def usage(self, data: Any, request: RerankInput) -> Usage:
-        meta = data.get("meta") or {}
-        units = (meta.get("billed_units") or {}).get("search_units")
-        tokens = (meta.get("tokens") or {}).get("input_tokens")
+        meta = http.as_dict(data.get("meta"))
+        billed, counted = http.as_dict(meta.get("billed_units")), http.as_dict(meta.get("tokens"))
+        units, tokens = billed.get("search_units"), counted.get("input_tokens")
         if units is None and tokens is None:
             return super().usage(data, request)
         return Usage(input_tokens=int(tokens or 0), units=float(units or 1))

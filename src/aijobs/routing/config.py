@@ -138,6 +138,10 @@ def _check_feature(name: str, feature: FeatureConfig, providers: dict[str, Provi
         provider = target.partition(":")[0]
         if provider not in providers:
             raise ValueError(f"features.{name}.route[{i}]: unknown provider {provider!r}")
+    for i, target in enumerate(feature.route):
+        spec = providers[target.partition(":")[0]]
+        if feature.type == "embed" and spec.kind == "openai" and not preset_for(spec.preset).embeddings:
+            raise ValueError(f"features.{name}.route[{i}]: preset {spec.preset!r} has no embeddings endpoint")
     if feature.type == "embed" and len({t.partition(":")[2] for t in feature.route}) > 1:
         # Vectors from different models live in different spaces; a fallback would silently
         # corrupt the caller's index.
