@@ -6,7 +6,6 @@ Each target is an adapter pointed at a fake that speaks its provider's wire form
 
 from __future__ import annotations
 
-import asyncio
 import math
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -23,6 +22,7 @@ from aijobs.routing.config import ProviderConfig
 from aijobs.types.chat import ChatInput, ChatResult
 from aijobs.types.embed import EmbedInput, EmbedResult
 from aijobs.types.rerank import RerankInput, RerankResult
+from tests.providers.canned import canned_server
 
 API_KEY = "Tk9PlainLettersAndDigits0123456789abcdef"  # no prefix: redaction must not rely on one
 
@@ -206,24 +206,9 @@ async def test_connection_refused(target: Target, http: httpx2.AsyncClient) -> N
 
 
 async def test_a_200_that_is_not_json(target: Target, http: httpx2.AsyncClient) -> None:
-    async def garbage(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await reader.readuntil(b"\r\n\r\n")
-        writer.write(
-            b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 9\r\n\r\nnot json{"
-        )
-        await writer.drain()
-        writer.close()
-
-    server = await asyncio.start_server(garbage, "127.0.0.1", 0)
-    port = server.sockets[0].getsockname()[1]
-    try:
+    async with canned_server(b"not json{") as base:
         with pytest.raises(ProviderError) as caught:
-            await adapter(target, f"http://127.0.0.1:{port}{target.path}", http).run(
-                target.model, target.request
-            )
-    finally:
-        server.close()
-        await server.wait_closed()
+            await adapter(target, base + target.path, http).run(target.model, target.request)
     assert caught.value.code == "provider_bad_response"
 
 
@@ -292,20 +277,8 @@ async def test_a_tool_call_round_trip(chat_target: Target, llmock_url: str, http
 async def test_errors_inside_a_200_answer(
     preset: str, body: bytes, code: str, http: httpx2.AsyncClient
 ) -> None:
-    async def canned(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await reader.readuntil(b"\r\n\r\n")
-        head = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(body)
-        writer.write(head + body)
-        await writer.drain()
-        writer.close()
-
-    server = await asyncio.start_server(canned, "127.0.0.1", 0)
     target = Target(preset, "openai", "chat", preset, "/v1", "m", CHAT, check_chat)
-    url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/v1"
-    try:
+    async with canned_server(body) as base:
         with pytest.raises(ProviderError) as caught:
-            await adapter(target, url, http).run("m", CHAT)
-    finally:
-        server.close()
-        await server.wait_closed()
+            await adapter(target, base + "/v1", http).run("m", CHAT)
     assert caught.value.code == code

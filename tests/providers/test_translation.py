@@ -11,6 +11,7 @@ from aijobs.providers.base import ProviderContext
 from aijobs.providers.openai import OpenAIChat, chat_usage
 from aijobs.routing.config import ProviderConfig
 from aijobs.types.chat import AssistantMessage, ChatInput
+from tests.providers.canned import canned_server
 
 PNG = "data:image/png;base64,iVBORw0KGgo="
 SCHEMA_FORMAT = {"type": "json_schema", "json_schema": {"name": "r", "schema": {"type": "object"}}}
@@ -149,59 +150,23 @@ def test_gemini_request_translation() -> None:
 
 
 async def test_gemini_blocked_prompt_is_a_content_filter_error() -> None:
-    import asyncio
-
     import pytest
 
     from aijobs.errors import ProviderContentFiltered
-    from aijobs.providers.gemini import GeminiChat
 
-    async def blocked(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await reader.readuntil(b"\r\n\r\n")
-        body = b'{"promptFeedback": {"blockReason": "SAFETY"}, "usageMetadata": {"promptTokenCount": 5}}'
-        writer.write(
-            b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(body)
-        )
-        writer.write(body)
-        await writer.drain()
-        writer.close()
-
-    server = await asyncio.start_server(blocked, "127.0.0.1", 0)
-    base = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
-    config = ProviderConfig(kind="gemini", base_url=base)
-    async with httpx2.AsyncClient() as client:
-        adapter = GeminiChat(ProviderContext("g", config, "k", client, {}))
-        with pytest.raises(ProviderContentFiltered, match="blocked"):
-            await adapter.run("gemini-2.5-flash", chat(messages=[{"role": "user", "content": "x"}]))
-    server.close()
-    await server.wait_closed()
+    blocked = b'{"promptFeedback": {"blockReason": "SAFETY"}, "usageMetadata": {"promptTokenCount": 5}}'
+    with pytest.raises(ProviderContentFiltered, match="blocked"):
+        await answer_with(blocked, "gemini")
 
 
 async def answer_with(body: bytes, kind: str, preset: str | None = None) -> Any:
     """Run a chat adapter of ``kind`` against a server that answers 200 with ``body``."""
-    import asyncio
-
     from aijobs.providers.registry import ADAPTERS
 
-    async def canned(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await reader.readuntil(b"\r\n\r\n")
-        writer.write(
-            b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(body)
-        )
-        writer.write(body)
-        await writer.drain()
-        writer.close()
-
-    server = await asyncio.start_server(canned, "127.0.0.1", 0)
-    base = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
-    config = ProviderConfig(kind=kind, preset=preset, base_url=base)
-    try:
-        async with httpx2.AsyncClient() as client:
-            adapter = ADAPTERS[(kind, "chat")](ProviderContext("p", config, "k", client, {}))
-            return await adapter.run("m", chat(messages=[{"role": "user", "content": "x"}]))
-    finally:
-        server.close()
-        await server.wait_closed()
+    async with canned_server(body) as base, httpx2.AsyncClient() as client:
+        config = ProviderConfig(kind=kind, preset=preset, base_url=base)
+        adapter = ADAPTERS[(kind, "chat")](ProviderContext("p", config, "k", client, {}))
+        return await adapter.run("m", chat(messages=[{"role": "user", "content": "x"}]))
 
 
 async def test_odd_but_real_openai_style_answers() -> None:

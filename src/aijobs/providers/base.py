@@ -8,7 +8,8 @@ worker do that. Each adapter declares ``Options``, the pydantic model its per-mo
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import asyncio
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar, Protocol
 
@@ -16,6 +17,7 @@ import httpx2
 from pydantic import BaseModel, ConfigDict
 
 from aijobs.routing.config import ProviderConfig
+from aijobs.tokens import count_tokens
 from aijobs.types.chat import ChatResult
 from aijobs.types.common import Media, Usage
 from aijobs.types.embed import EmbedResult
@@ -61,6 +63,25 @@ class Adapter(Protocol):
     async def run(self, model: str, request: Any) -> Result:
         """Run ``request`` (the job type's input model) on ``model``; raise a ProviderError on failure."""
         ...
+
+
+EmbedBatch = Callable[[list[str]], Awaitable[tuple[list[list[float]], int | None]]]
+
+
+async def embed_in_batches(texts: list[str], size: int, embed: EmbedBatch) -> tuple[list[list[float]], Usage]:
+    """Embed ``texts`` in concurrent batches of at most ``size`` (providers cap a call's inputs).
+
+    ``embed(batch)`` returns the batch's vectors and the tokens the provider counted (``None`` when it
+    reports none). The vectors come back in input order; the usage is estimated, and says so, unless
+    every batch was counted.
+    """
+    batches = [texts[i : i + size] for i in range(0, len(texts), size)]
+    answers = await asyncio.gather(*(embed(batch) for batch in batches))
+    vectors = [vector for batch_vectors, _ in answers for vector in batch_vectors]
+    counted = [tokens for _, tokens in answers]
+    if all(tokens is not None for tokens in counted):
+        return vectors, Usage(input_tokens=sum(int(t or 0) for t in counted))
+    return vectors, Usage(input_tokens=sum(count_tokens(t) for t in texts), estimated=True)
 
 
 def options_for(context: ProviderContext, model: str, default: BaseModel) -> Any:

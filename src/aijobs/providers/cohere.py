@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any, ClassVar
 
 import orjson
@@ -10,11 +9,9 @@ from pydantic import BaseModel
 
 from aijobs.errors import ProviderBadResponse
 from aijobs.providers import http
-from aijobs.providers.base import NoOptions, ProviderContext
+from aijobs.providers.base import NoOptions, ProviderContext, embed_in_batches
 from aijobs.providers.presets import preset_for
 from aijobs.providers.rerank import CohereRerank
-from aijobs.tokens import count_tokens
-from aijobs.types.common import Usage
 from aijobs.types.embed import EmbedInput, EmbedResult
 
 BATCH_LIMIT = 96  # texts per embed call
@@ -35,16 +32,9 @@ class CohereEmbed:
         self.timeouts = http.timeout(context.config.connect_timeout_s, context.config.read_timeout_s)
 
     async def run(self, model: str, request: EmbedInput) -> EmbedResult:
-        texts = request.texts()
-        # Cohere takes at most 96 texts a call; larger inputs go as concurrent batches.
-        batches = [texts[i : i + BATCH_LIMIT] for i in range(0, len(texts), BATCH_LIMIT)]
-        answers = await asyncio.gather(*(self._embed(model, batch, request.dimensions) for batch in batches))
-        vectors = [vector for batch_vectors, _ in answers for vector in batch_vectors]
-        billed = [tokens for _, tokens in answers]
-        if all(tokens is not None for tokens in billed):
-            usage = Usage(input_tokens=sum(int(t or 0) for t in billed))
-        else:
-            usage = Usage(input_tokens=sum(count_tokens(t) for t in texts), estimated=True)
+        vectors, usage = await embed_in_batches(
+            request.texts(), BATCH_LIMIT, lambda batch: self._embed(model, batch, request.dimensions)
+        )
         return EmbedResult(embeddings=vectors, model=model, usage=usage)
 
     async def _embed(

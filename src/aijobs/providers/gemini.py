@@ -16,7 +16,6 @@ Gemini's function calls carry no id in most versions; ours get ``call_{n}_{name}
 
 from __future__ import annotations
 
-import asyncio
 import re
 from typing import Any, ClassVar
 
@@ -25,7 +24,7 @@ from pydantic import BaseModel
 
 from aijobs.errors import ProviderBadResponse, ProviderContentFiltered
 from aijobs.providers import http
-from aijobs.providers.base import NoOptions, ProviderContext
+from aijobs.providers.base import NoOptions, ProviderContext, embed_in_batches
 from aijobs.tokens import count_tokens
 from aijobs.types.chat import (
     AssistantMessage,
@@ -232,26 +231,28 @@ class GeminiEmbed(_GeminiKind):
             data = await self._call(
                 model, "embedContent", {"content": {"parts": [{"text": texts[0]}]}, **extra}
             )
-            rows: Any = [data.get("embedding")] if isinstance(data, dict) else []
+            vectors = self._vectors(model, [http.as_dict(data).get("embedding")], data)
+            usage = Usage(input_tokens=count_tokens(texts[0]), estimated=True)  # Gemini reports none
         else:
-            # batchEmbedContents takes at most 100 requests; larger inputs go as concurrent batches.
-            batches = [texts[i : i + BATCH_LIMIT] for i in range(0, len(texts), BATCH_LIMIT)]
-            answers = await asyncio.gather(*(self._batch(model, batch, extra) for batch in batches))
-            rows = [row for answer in answers for row in answer]
-            data = answers
-        try:
-            vectors = [[float(x) for x in row["values"]] for row in rows or []]
-        except (KeyError, TypeError, ValueError):
-            raise self._bad(model, "the answer has no embedding values", data) from None
+            vectors, usage = await embed_in_batches(
+                texts, BATCH_LIMIT, lambda batch: self._batch(model, batch, extra)
+            )
         if len(vectors) != len(texts):
-            raise self._bad(model, f"{len(vectors)} embeddings for {len(texts)} inputs", data)
-        usage = Usage(input_tokens=sum(count_tokens(t) for t in texts), estimated=True)  # Gemini reports none
+            raise self._bad(model, f"{len(vectors)} embeddings for {len(texts)} inputs", vectors)
         return EmbedResult(embeddings=vectors, model=model, usage=usage)
 
-    async def _batch(self, model: str, texts: list[str], extra: dict[str, Any]) -> list[Any]:
+    async def _batch(
+        self, model: str, texts: list[str], extra: dict[str, Any]
+    ) -> tuple[list[list[float]], None]:
         requests = [{"model": f"models/{model}", "content": {"parts": [{"text": t}]}, **extra} for t in texts]
         data = await self._call(model, "batchEmbedContents", {"requests": requests})
-        rows = data.get("embeddings") if isinstance(data, dict) else None
-        if not isinstance(rows, list):
-            raise self._bad(model, "the answer has no embeddings", data)
-        return rows
+        rows = http.as_dict(data).get("embeddings")
+        if not isinstance(rows, list) or len(rows) != len(texts):
+            raise self._bad(model, "the answer has no embeddings for the batch", data)
+        return self._vectors(model, rows, data), None  # Gemini counts no tokens for embeddings
+
+    def _vectors(self, model: str, rows: list[Any], data: Any) -> list[list[float]]:
+        try:
+            return [[float(x) for x in row["values"]] for row in rows]
+        except (KeyError, TypeError, ValueError):
+            raise self._bad(model, "the answer has no embedding values", data) from None

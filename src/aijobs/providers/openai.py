@@ -7,7 +7,6 @@ data in :mod:`aijobs.providers.presets`, never branches on vendor names here.
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any, ClassVar
 
 import orjson
@@ -15,7 +14,7 @@ from pydantic import BaseModel
 
 from aijobs.errors import ProviderBadResponse, ProviderUnavailable
 from aijobs.providers import http
-from aijobs.providers.base import NoOptions, ProviderContext
+from aijobs.providers.base import NoOptions, ProviderContext, embed_in_batches
 from aijobs.providers.presets import Preset, preset_for
 from aijobs.tokens import count_tokens
 from aijobs.types.chat import AssistantMessage, ChatInput, ChatResult, FinishReason, FunctionCall, ToolCall
@@ -152,16 +151,11 @@ class OpenAIEmbed(_OpenAIKind):
     """``POST {base_url}/embeddings``."""
 
     async def run(self, model: str, request: EmbedInput) -> EmbedResult:
-        texts = request.texts()
-        size = self.preset.embed_batch
-        batches = [texts[i : i + size] for i in range(0, len(texts), size)]
-        answers = await asyncio.gather(*(self._embed(model, batch, request.dimensions) for batch in batches))
-        vectors = [vector for batch_vectors, _ in answers for vector in batch_vectors]
-        counted = [tokens for _, tokens in answers]
-        if all(tokens is not None for tokens in counted):
-            usage = Usage(input_tokens=sum(int(t or 0) for t in counted))
-        else:
-            usage = Usage(input_tokens=sum(count_tokens(t) for t in texts), estimated=True)
+        vectors, usage = await embed_in_batches(
+            request.texts(),
+            self.preset.embed_batch,
+            lambda batch: self._embed(model, batch, request.dimensions),
+        )
         return EmbedResult(embeddings=vectors, model=model, usage=usage)
 
     async def _embed(
