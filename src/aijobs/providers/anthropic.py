@@ -14,7 +14,6 @@ Translation both ways between our OpenAI-shaped chat and Anthropic's content blo
 
 from __future__ import annotations
 
-import re
 from typing import Any, ClassVar
 
 import orjson
@@ -40,7 +39,6 @@ from aijobs.types.common import Usage
 API_VERSION = "2023-06-01"
 DEFAULT_BASE_URL = "https://api.anthropic.com"
 DEFAULT_MAX_TOKENS = 4096
-_DATA_URL = re.compile(r"^data:(image/[a-z0-9.+-]+);base64,(.*)$", re.DOTALL)
 _FINISH: dict[str, FinishReason] = {
     "end_turn": "stop",
     "stop_sequence": "stop",
@@ -137,9 +135,9 @@ def _blocks(message: Message) -> list[dict[str, Any]]:
 
 
 def _image(part: ImagePart) -> dict[str, Any]:
-    match = _DATA_URL.match(part.image_url.url)
-    if match:
-        return {"type": "image", "source": {"type": "base64", "media_type": match[1], "data": match[2]}}
+    inline = part.image_url.inline()
+    if inline:
+        return {"type": "image", "source": {"type": "base64", "media_type": inline[0], "data": inline[1]}}
     return {"type": "image", "source": {"type": "url", "url": part.image_url.url}}
 
 

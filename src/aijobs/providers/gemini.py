@@ -16,7 +16,6 @@ Gemini's function calls carry no id in most versions; ours get ``call_{n}_{name}
 
 from __future__ import annotations
 
-import re
 from typing import Any, ClassVar
 
 import orjson
@@ -42,7 +41,6 @@ from aijobs.types.embed import EmbedInput, EmbedResult
 
 DEFAULT_BASE_URL = "https://generativelanguage.googleapis.com"
 BATCH_LIMIT = 100  # requests per batchEmbedContents call
-_DATA_URL = re.compile(r"^data:(image/[a-z0-9.+-]+);base64,(.*)$", re.DOTALL)
 _FINISH: dict[str, FinishReason] = {
     "STOP": "stop",
     "MAX_TOKENS": "length",
@@ -196,9 +194,9 @@ def _parts(message: Message, names: dict[str, str]) -> list[dict[str, Any]]:
 
 
 def _image(part: ImagePart) -> dict[str, Any]:
-    match = _DATA_URL.match(part.image_url.url)
-    if match:
-        return {"inlineData": {"mimeType": match[1], "data": match[2]}}
+    inline = part.image_url.inline()
+    if inline:
+        return {"inlineData": {"mimeType": inline[0], "data": inline[1]}}
     return {"fileData": {"mimeType": "image/jpeg", "fileUri": part.image_url.url}}
 
 

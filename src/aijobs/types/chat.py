@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field, field_validator, model_validator
@@ -15,6 +16,7 @@ MAX_TOOLS = 128
 NAME_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
 
 FinishReason = Literal["stop", "length", "tool_calls", "content_filter"]
+_DATA_URL = re.compile(r"^data:(image/[a-z0-9.+-]+);base64,(.*)$", re.DOTALL)
 
 
 class TextPart(Strict):
@@ -25,6 +27,11 @@ class TextPart(Strict):
 class ImageURL(Strict):
     url: str = Field(min_length=1, max_length=MAX_URL_CHARS, pattern=r"^(https?://|data:image/)")
     detail: Literal["auto", "low", "high"] = "auto"
+
+    def inline(self) -> tuple[str, str] | None:
+        """``(mime type, base64 data)`` for a ``data:`` URL; ``None`` for an http(s) URL."""
+        match = _DATA_URL.match(self.url)
+        return (match[1], match[2]) if match else None
 
 
 class ImagePart(Strict):
