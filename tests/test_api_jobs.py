@@ -133,6 +133,7 @@ async def test_fallback_path_is_recorded(client: httpx2.AsyncClient) -> None:
     assert job["route"]["provider"] == "backup"
     assert job["route"]["fallback_path"] == ["sim:flaky", "backup:fast"]
     assert [(a["outcome"], a["error_code"]) for a in job["attempts"]] == [
+        ("error", "provider_unavailable"),  # retried once: the error allows it
         ("error", "provider_unavailable"),
         ("ok", None),
     ]
@@ -143,7 +144,7 @@ async def test_failed_job_is_a_200_with_the_error_and_attempts(client: httpx2.As
     assert job["status"] == "failed"
     assert job["error"]["code"] == "provider_unavailable"
     assert job["output"] is None
-    assert len(job["attempts"]) == 1
+    assert len(job["attempts"]) == 2  # the feature's default: two attempts per target
 
 
 async def test_cancel_a_queued_job_and_a_running_one(client: httpx2.AsyncClient) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 import httpx2
 
 from tests.helpers import chat, run
@@ -35,16 +37,37 @@ async def test_support_chat_on_anthropic_counts_tokens(client: httpx2.AsyncClien
     assert job["usage"]["output_tokens"] > 0
 
 
-async def test_a_provider_error_fails_the_job_with_its_code(
-    client: httpx2.AsyncClient, llmock_url: str
-) -> None:
+async def scenario(llmock_url: str, *behaviors: dict[str, object]) -> None:
     async with httpx2.AsyncClient() as admin:
         await admin.post(llmock_url + "/_llmock/reset")
-        behavior = {"type": "fail", "status": 429, "retry_after": 3, "times": 1}
-        await admin.post(llmock_url + "/_llmock/scenario", json={"behaviors": [behavior]})
+        await admin.post(llmock_url + "/_llmock/scenario", json={"behaviors": list(behaviors)})
+
+
+async def test_a_429_is_retried_after_retry_after_then_succeeds(
+    client: httpx2.AsyncClient, llmock_url: str
+) -> None:
+    await scenario(llmock_url, {"type": "fail", "status": 429, "retry_after": 1, "times": 1})
+    job = await run(client, chat("hello", feature="chinese"))
+    assert job["status"] == "succeeded", job
+    first, second = job["attempts"]
+    assert (first["error_code"], first["retry_after_s"], second["outcome"]) == (
+        "provider_rate_limited",
+        1,
+        "ok",
+    )
+    waited_s = (
+        datetime.fromisoformat(second["started_at"]) - datetime.fromisoformat(first["started_at"])
+    ).total_seconds()
+    assert waited_s >= 1.0  # Retry-After honoured
+    assert job["route"]["fallback_path"] == ["deepseek:deepseek-chat"]
+    assert "sk-fake" not in str(job)  # the provider key never reaches a record
+
+
+async def test_a_400_is_not_retried_and_fails_the_job_with_its_code(
+    client: httpx2.AsyncClient, llmock_url: str
+) -> None:
+    await scenario(llmock_url, {"type": "fail", "status": 400, "times": 3})
     job = await run(client, chat("hello", feature="chinese"))
     assert job["status"] == "failed"
-    assert job["error"]["code"] == "provider_rate_limited"
-    assert job["attempts"][0]["error_code"] == "provider_rate_limited"
-    assert job["attempts"][0]["retry_after_s"] == 3
-    assert "sk-fake" not in str(job)  # the provider key never reaches a record
+    assert job["error"]["code"] == "provider_rejected"
+    assert len(job["attempts"]) == 1

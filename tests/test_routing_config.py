@@ -64,6 +64,7 @@ route = ["sim:v"]
         ),
         ('[features.X]\ntype = "chat"\nroute = ["sim:a"]', "features.X: a feature name is lowercase"),
         ("[lanes.interactive]\nmax_jobs = 0", "lanes.interactive.max_jobs"),
+        ('[features.x]\ntype = "chat"\nroute = ["sim:a"]\nattempts = 0', "features.x.attempts"),
         (
             '[features.x]\ntype = "chat"\nroute = ["sim:a"]\ndeadline_s = 400',
             "features.x.deadline_s: 400 s exceeds the interactive lane's job_timeout_s (120 s)",

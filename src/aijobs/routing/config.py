@@ -76,6 +76,10 @@ class FeatureConfig(_Config):
     route: list[str] = Field(min_length=1, max_length=32)
     timeout_s: float = Field(default=60, gt=0, le=3600, description="Per attempt.")
     deadline_s: float | None = Field(default=None, gt=0, le=24 * 3600, description="Whole job.")
+    attempts: int = Field(default=2, ge=1, le=10, description="Calls of one target before falling back.")
+    backoff_base_s: float = Field(default=0.5, ge=0, le=60, description="First retry waits up to this.")
+    backoff_cap_s: float = Field(default=8.0, ge=0, le=600, description="No backoff wait is longer.")
+    retry_after_cap_s: float = Field(default=30.0, ge=0, le=3600, description="Longest Retry-After honoured.")
     description: str = ""
 
     @field_validator("route")

@@ -27,6 +27,16 @@ class Target:
 
 
 @dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """How often a target is called before the route moves on, and how long to wait in between."""
+
+    attempts: int = 2
+    backoff_base_s: float = 0.5
+    backoff_cap_s: float = 8.0
+    retry_after_cap_s: float = 30.0
+
+
+@dataclass(frozen=True, slots=True)
 class Feature:
     name: str
     type: str
@@ -34,6 +44,7 @@ class Feature:
     targets: tuple[Target, ...]
     timeout_s: float
     deadline_s: float | None
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,6 +133,9 @@ def _resolve_feature(
         raise ConfigError(
             f"features.{name}: no enabled target in route {feature.route} (provider keys unset?)"
         )
+    retry = RetryPolicy(
+        feature.attempts, feature.backoff_base_s, feature.backoff_cap_s, feature.retry_after_cap_s
+    )
     return Feature(
-        name, feature.type, feature.lane_name(), tuple(targets), feature.timeout_s, feature.deadline_s
+        name, feature.type, feature.lane_name(), tuple(targets), feature.timeout_s, feature.deadline_s, retry
     )

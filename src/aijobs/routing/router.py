@@ -1,15 +1,23 @@
-"""The Router runs a feature's route: one target after another until one succeeds.
+"""The Router runs a feature's route: each target up to ``attempts`` times, then the next target.
 
-Each call of a target is an *attempt*, recorded whatever its outcome. A provider error's class decides
-whether the next target is tried (``fallback``); the Router never inspects which error it was beyond
-that flag. Retries with backoff, circuit breakers and budgets extend this class (issue 4) without
-touching adapters.
+Each call of a target is an *attempt*, recorded whatever its outcome. The error's class decides, by
+its two flags alone (never by which error it was):
+
+- ``retry``: call the same target again after a wait: exponential backoff with full jitter
+  (``uniform(0, min(cap, base * 2**n))``), but never less than the provider's ``Retry-After``
+  (itself capped, so one slow answer cannot stall a job for an hour);
+- ``fallback``: move on to the next target. A target the route has left is never called again in the
+  same job.
+
+An error with neither flag (a rejected input, a content filter) ends the route at once: another
+provider would refuse the same input.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -17,7 +25,7 @@ from typing import Any
 
 from aijobs.errors import AijobsError, InternalError, ProviderError, ProviderTimeout
 from aijobs.providers.base import Adapter, Result
-from aijobs.routing.policy import Feature, Target
+from aijobs.routing.policy import Feature, RetryPolicy, Target
 
 log = logging.getLogger(__name__)
 
@@ -58,8 +66,13 @@ class Outcome:
         return {
             "provider": self.target.provider,
             "model": self.target.model,
-            "fallback_path": [f"{a.provider}:{a.model}" for a in self.attempts],
+            "fallback_path": path(self.attempts),
         }
+
+
+def path(attempts: list[Attempt]) -> list[str]:
+    """The targets tried, in order, each once (retries of a target are attempts, not new steps)."""
+    return list(dict.fromkeys(f"{a.provider}:{a.model}" for a in attempts))
 
 
 class RouteFailed(Exception):
@@ -74,8 +87,9 @@ class RouteFailed(Exception):
 class Router:
     """Runs features' routes over adapters built at startup (keyed by (provider, job type))."""
 
-    def __init__(self, adapters: Mapping[tuple[str, str], Adapter]) -> None:
+    def __init__(self, adapters: Mapping[tuple[str, str], Adapter], rng: random.Random | None = None) -> None:
         self._adapters = adapters
+        self._random = rng or random.Random()
 
     async def run(self, feature: Feature, request: Any) -> Outcome:
         """Try ``feature``'s targets in order; raise :class:`RouteFailed` when none succeeds."""
@@ -83,25 +97,46 @@ class Router:
         error: AijobsError | None = None
         for target in feature.targets:
             adapter = self._adapters[(target.provider, feature.type)]
-            attempt = Attempt(target.provider, target.model, started_at=time.time())
-            attempts.append(attempt)
-            started = time.perf_counter()
-            try:
-                async with asyncio.timeout(feature.timeout_s):
-                    result = await adapter.run(target.model, request)
-            except Exception as exc:  # every failure becomes an attempt record, then a decision
-                error = _as_error(exc, target, feature.timeout_s)
-                attempt.latency_ms = (time.perf_counter() - started) * 1000
-                attempt.outcome, attempt.error_code = "error", error.code
-                if isinstance(error, ProviderError):
-                    attempt.retry_after_s = error.retry_after_s
-                    if error.fallback:
-                        continue
-                raise RouteFailed(error, attempts) from exc
-            attempt.latency_ms = (time.perf_counter() - started) * 1000
-            return Outcome(result, target, attempts)
+            for n in range(feature.retry.attempts):
+                if n:
+                    await asyncio.sleep(self.wait_s(feature.retry, n, error))
+                result, error = await self._attempt(adapter, target, feature, request, attempts)
+                if error is None:
+                    return Outcome(result, target, attempts)
+                if not (isinstance(error, ProviderError) and error.retry):
+                    break
+            assert error is not None
+            if not (isinstance(error, ProviderError) and error.fallback):
+                raise RouteFailed(error, attempts)
         assert error is not None
         raise RouteFailed(error, attempts)
+
+    def wait_s(self, policy: RetryPolicy, retry_number: int, error: AijobsError | None) -> float:
+        """How long to wait before retry ``retry_number`` (1-based) after ``error``."""
+        ceiling = min(policy.backoff_cap_s, policy.backoff_base_s * 2 ** (retry_number - 1))
+        wait = self._random.uniform(0, ceiling)
+        if isinstance(error, ProviderError) and error.retry_after_s:
+            wait = max(wait, min(error.retry_after_s, policy.retry_after_cap_s))
+        return wait
+
+    async def _attempt(
+        self, adapter: Adapter, target: Target, feature: Feature, request: Any, attempts: list[Attempt]
+    ) -> tuple[Any, AijobsError | None]:
+        attempt = Attempt(target.provider, target.model, started_at=time.time())
+        attempts.append(attempt)
+        started = time.perf_counter()
+        try:
+            async with asyncio.timeout(feature.timeout_s):
+                result = await adapter.run(target.model, request)
+        except Exception as exc:  # every failure becomes an attempt record, then a decision
+            error = _as_error(exc, target, feature.timeout_s)
+            attempt.latency_ms = (time.perf_counter() - started) * 1000
+            attempt.outcome, attempt.error_code = "error", error.code
+            if isinstance(error, ProviderError):
+                attempt.retry_after_s = error.retry_after_s
+            return None, error
+        attempt.latency_ms = (time.perf_counter() - started) * 1000
+        return result, None
 
 
 def _as_error(exc: Exception, target: Target, timeout_s: float) -> AijobsError:

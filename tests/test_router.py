@@ -1,0 +1,98 @@
+"""The Router over real HTTP (llmock): retries with backoff, Retry-After, fallback, and where it stops."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx2
+import pytest
+
+from aijobs.errors import ProviderRateLimited, ProviderUnavailable
+from aijobs.providers.base import ProviderContext
+from aijobs.providers.registry import ADAPTERS
+from aijobs.routing.config import ProviderConfig
+from aijobs.routing.policy import Feature, RetryPolicy, Target
+from aijobs.routing.router import RouteFailed, Router
+from aijobs.types.chat import ChatInput
+
+CHAT = ChatInput.model_validate({"messages": [{"role": "user", "content": "hello"}]})
+FAST = RetryPolicy(attempts=2, backoff_base_s=0.05, backoff_cap_s=0.1, retry_after_cap_s=5)
+
+
+@pytest.fixture
+async def router(llmock_url: str) -> AsyncIterator[Router]:
+    async with httpx2.AsyncClient() as http:
+        await http.post(llmock_url + "/_llmock/reset")
+        adapters: dict[tuple[str, str], Any] = {}
+        for name in ("first", "second"):
+            config = ProviderConfig(kind="openai", preset="deepseek", base_url=llmock_url + "/v1")
+            adapters[(name, "chat")] = ADAPTERS[("openai", "chat")](
+                ProviderContext(name, config, "k", http, {})
+            )
+        yield Router(adapters, random.Random(7))
+
+
+def feature(timeout_s: float = 5.0, retry: RetryPolicy = FAST) -> Feature:
+    targets = (Target("first", "deepseek-chat"), Target("second", "deepseek-chat"))
+    return Feature("f", "chat", "interactive", targets, timeout_s, None, retry)
+
+
+async def faults(llmock_url: str, *behaviors: dict[str, Any]) -> None:
+    async with httpx2.AsyncClient() as admin:
+        await admin.post(llmock_url + "/_llmock/scenario", json={"behaviors": list(behaviors)})
+
+
+def outcomes(attempts: list[Any]) -> list[tuple[str, str | None]]:
+    return [(a.provider, a.error_code) for a in attempts]
+
+
+async def test_server_errors_are_retried_then_the_next_target_serves(router: Router, llmock_url: str) -> None:
+    await faults(llmock_url, {"type": "fail", "status": 500, "times": 2})
+    outcome = await router.run(feature(), CHAT)
+    assert outcome.target.provider == "second"
+    assert outcomes(outcome.attempts) == [
+        ("first", "provider_unavailable"), ("first", "provider_unavailable"), ("second", None),
+    ]  # fmt: skip
+    assert outcome.route()["fallback_path"] == ["first:deepseek-chat", "second:deepseek-chat"]
+
+
+async def test_timeouts_fall_back(router: Router, llmock_url: str) -> None:
+    await faults(llmock_url, {"type": "delay", "seconds": 1.0, "times": 2})
+    outcome = await router.run(feature(timeout_s=0.3), CHAT)
+    assert outcomes(outcome.attempts) == [
+        ("first", "provider_timeout"),
+        ("first", "provider_timeout"),
+        ("second", None),
+    ]
+
+
+async def test_a_refused_input_ends_the_route_at_once(router: Router, llmock_url: str) -> None:
+    behavior = {"type": "fail", "status": 400, "code": "content_filter", "message": "filtered", "times": 4}
+    await faults(llmock_url, behavior)
+    with pytest.raises(RouteFailed) as failed:
+        await router.run(feature(), CHAT)
+    assert failed.value.error.code == "provider_content_filtered"
+    assert outcomes(failed.value.attempts) == [("first", "provider_content_filtered")]
+
+
+async def test_a_target_is_left_for_good_once_the_route_moves_on(router: Router, llmock_url: str) -> None:
+    await faults(llmock_url, {"type": "fail", "status": 503, "times": 4}, {"type": "fail", "status": 503})
+    with pytest.raises(RouteFailed) as failed:
+        await router.run(feature(), CHAT)
+    assert [a.provider for a in failed.value.attempts] == ["first", "first", "second", "second"]
+
+
+def test_waits_use_full_jitter_and_never_undercut_retry_after() -> None:
+    router = Router({}, random.Random(1))
+    policy = RetryPolicy(attempts=5, backoff_base_s=0.5, backoff_cap_s=4.0, retry_after_cap_s=30)
+    unavailable = ProviderUnavailable("x", provider="p", model="m")
+    for retry in (1, 2, 3, 4):
+        ceiling = min(4.0, 0.5 * 2 ** (retry - 1))
+        waits = [router.wait_s(policy, retry, unavailable) for _ in range(200)]
+        assert all(0 <= w <= ceiling for w in waits)
+        assert max(waits) > ceiling * 0.8  # the full range is used, not a fixed delay
+    assert router.wait_s(policy, 1, ProviderRateLimited("x", provider="p", model="m", retry_after_s=7)) >= 7
+    capped = ProviderRateLimited("x", provider="p", model="m", retry_after_s=3600)
+    assert router.wait_s(policy, 1, capped) == 30
