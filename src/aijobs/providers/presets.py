@@ -76,6 +76,21 @@ PRESETS: Mapping[str, Preset] = MappingProxyType(
 )
 
 
+#: Where each kind's own service runs, for kinds without presets (the sim belongs to no region).
+KIND_REGIONS: Mapping[str, str] = MappingProxyType(
+    {"anthropic": "global", "gemini": "global", "jina": "global", "voyage": "global", "dashscope": "cn"}
+)
+
+
+def region_of(kind: str, preset: str | None, override: str | None = None) -> str | None:
+    """``cn`` or ``global`` for a provider: its own setting, else its preset's, else its kind's."""
+    if override:
+        return override
+    if kind in ("openai", "cohere"):
+        return preset_for(preset if preset or kind == "openai" else "cohere").region
+    return KIND_REGIONS.get(kind)
+
+
 def preset_for(name: str | None) -> Preset:
     """The named preset (``openai`` when none is named); KeyError for an unknown name."""
     return PRESETS[name or "openai"]

@@ -22,6 +22,17 @@ from aijobs.providers.presets import PRESETS, preset_for
 from aijobs.types import FEATURE_PATTERN, JOB_TYPES, JobType
 
 LaneName = Literal["interactive", "media", "batch"]
+ProviderCode = Literal[
+    "provider_rate_limited",
+    "provider_timeout",
+    "provider_unavailable",
+    "provider_auth",
+    "provider_model_not_found",
+    "provider_bad_response",
+    "provider_rejected",
+    "provider_content_filtered",
+    "provider_context_window",
+]
 LANES: tuple[LaneName, ...] = ("interactive", "media", "batch")
 
 
@@ -51,6 +62,9 @@ class ProviderConfig(_Config):
     preset: str | None = None
     base_url: str | None = Field(default=None, pattern=r"^https?://")
     api_key_env: str | None = Field(default=None, pattern=r"^[A-Z_][A-Z0-9_]*$")
+    region: Literal["cn", "global"] | None = Field(
+        default=None, description="Default: the preset's or kind's."
+    )
     connect_timeout_s: float = Field(default=5.0, gt=0, le=60)
     read_timeout_s: float = Field(
         default=120.0, gt=0, le=3600, description="Per read; the Router bounds an attempt."
@@ -77,6 +91,12 @@ class FeatureConfig(_Config):
     timeout_s: float = Field(default=60, gt=0, le=3600, description="Per attempt.")
     deadline_s: float | None = Field(default=None, gt=0, le=24 * 3600, description="Whole job.")
     attempts: int = Field(default=2, ge=1, le=10, description="Calls of one target before falling back.")
+    region: Literal["cn", "global"] | None = Field(
+        default=None, description="Try this region's targets first."
+    )
+    fallback_on: list[ProviderCode] | None = Field(
+        default=None, description="Error codes that move the route on; default: each error's own rule."
+    )
     backoff_base_s: float = Field(default=0.5, ge=0, le=60, description="First retry waits up to this.")
     backoff_cap_s: float = Field(default=8.0, ge=0, le=600, description="No backoff wait is longer.")
     retry_after_cap_s: float = Field(default=30.0, ge=0, le=3600, description="Longest Retry-After honoured.")

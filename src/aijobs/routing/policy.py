@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pydantic import BaseModel, ValidationError
 
 from aijobs.errors import ConfigError, InvalidRequest
+from aijobs.providers.presets import region_of
 from aijobs.routing.config import FeatureConfig, LaneName, ProviderConfig, RoutingConfig
 
 
@@ -45,6 +46,8 @@ class Feature:
     timeout_s: float
     deadline_s: float | None
     retry: RetryPolicy = field(default_factory=RetryPolicy)
+    #: Error codes that move the route to its next target; ``None``: each error class's own flag.
+    fallback_on: frozenset[str] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,6 +139,15 @@ def _resolve_feature(
     retry = RetryPolicy(
         feature.attempts, feature.backoff_base_s, feature.backoff_cap_s, feature.retry_after_cap_s
     )
+    if feature.region:  # preferred region first, the route's order kept within each region
+        regions = {t: region_of(*_kind_preset_region(config.providers[t.provider])) for t in targets}
+        targets.sort(key=lambda t: regions[t] != feature.region)
+    fallback_on = frozenset(feature.fallback_on) if feature.fallback_on is not None else None
     return Feature(
-        name, feature.type, feature.lane_name(), tuple(targets), feature.timeout_s, feature.deadline_s, retry
-    )
+        name, feature.type, feature.lane_name(), tuple(targets), feature.timeout_s, feature.deadline_s, retry,
+        fallback_on,
+    )  # fmt: skip
+
+
+def _kind_preset_region(provider: ProviderConfig) -> tuple[str, str | None, str | None]:
+    return provider.kind, provider.preset, provider.region

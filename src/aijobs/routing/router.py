@@ -106,7 +106,7 @@ class Router:
                 if not (isinstance(error, ProviderError) and error.retry):
                     break
             assert error is not None
-            if not (isinstance(error, ProviderError) and error.fallback):
+            if not falls_back(feature, error):
                 raise RouteFailed(error, attempts)
         assert error is not None
         raise RouteFailed(error, attempts)
@@ -137,6 +137,15 @@ class Router:
             return None, error
         attempt.latency_ms = (time.perf_counter() - started) * 1000
         return result, None
+
+
+def falls_back(feature: Feature, error: AijobsError) -> bool:
+    """Whether ``error`` moves ``feature``'s route on: its own ``fallback_on`` list, else the error's flag."""
+    if not isinstance(error, ProviderError):
+        return False
+    if feature.fallback_on is not None:
+        return error.code in feature.fallback_on
+    return error.fallback
 
 
 def _as_error(exc: Exception, target: Target, timeout_s: float) -> AijobsError:
