@@ -131,3 +131,55 @@ def test_fallback_on_takes_only_provider_codes(tmp_path: Path) -> None:
     bad = '[features.x]\ntype = "chat"\nroute = ["openai:gpt-4o-mini"]\nfallback_on = ["gateway_canceled"]\n'
     with pytest.raises(ConfigError, match=r"features\.x\.fallback_on\.0"):
         load_policy(policy_file(tmp_path, "http://127.0.0.1:1", bad), {})
+
+
+GROUP = """
+[features.x]
+type = "chat"
+route = [
+  {targets = ["openai:gpt-4o-mini", "deepseek:deepseek-chat"], weights = [3, 1]},
+  "claude:claude-sonnet-4-5",
+]
+"""
+
+
+def test_a_weighted_group_spreads_first_tries_by_weight(tmp_path: Path) -> None:
+    import random
+
+    routing = load_policy(policy_file(tmp_path, "http://127.0.0.1:1", GROUP), {})
+    feature = routing.features["x"]
+    router = Router({}, random.Random(42))
+    orders = [router.order(feature) for _ in range(4000)]
+    first_openai = sum(order[0].provider == "openai" for order in orders) / len(orders)
+    assert 0.71 < first_openai < 0.79  # weights 3:1
+    assert all(order[2].provider == "claude" for order in orders)  # a plain entry keeps its place
+    assert all({t.provider for t in order[:2]} == {"openai", "deepseek"} for order in orders)
+
+
+@pytest.mark.parametrize(
+    ("route", "message"),
+    [
+        (
+            '[{targets = ["openai:a", "deepseek:b"], weights = [1]}]',
+            "weights must give one number per target",
+        ),
+        ('[{targets = ["openai:a", "deepseek:b"], weights = [1, 0]}]', "weights must be positive"),
+        ('[{targets = ["openai:a"]}]', "at least 2 items"),
+        ('[{targets = ["openai:a", "deepseek:b"]}, "openai:a"]', "route lists a target twice"),
+    ],
+)
+def test_bad_groups_are_refused(tmp_path: Path, route: str, message: str) -> None:
+    from aijobs.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=message):
+        load_policy(
+            policy_file(tmp_path, "http://127.0.0.1:1", f'[features.x]\ntype = "chat"\nroute = {route}\n'), {}
+        )
+
+
+def test_a_group_keeps_only_its_enabled_targets(tmp_path: Path) -> None:
+    text = policy_file(tmp_path, "http://127.0.0.1:1", GROUP).read_text()
+    keyed = text.replace('preset = "openai"', 'preset = "openai"\napi_key_env = "NO_SUCH_KEY"')
+    (tmp_path / "keyed.toml").write_text(keyed)
+    feature = load_policy(tmp_path / "keyed.toml", {}).features["x"]
+    assert [t.provider for t in feature.targets] == ["deepseek", "claude"]

@@ -44,7 +44,7 @@ def configured() -> list[tuple[str, str, str]]:
     config = load_routing(Path(os.environ.get("AIJOBS_ROUTING_FILE", "routing.toml")))
     seen: dict[tuple[str, str], str] = {}
     for feature in config.features.values():
-        for target in feature.route:
+        for target in feature.flat_route():
             provider, _, model = target.partition(":")
             spec = config.providers[provider]
             keyed = spec.api_key_env is None or os.environ.get(spec.api_key_env)

@@ -82,12 +82,28 @@ class ProviderConfig(_Config):
         return self
 
 
+class TargetGroup(_Config):
+    """Equal targets to spread load over: each job tries them in a weighted random order."""
+
+    targets: list[str] = Field(min_length=2, max_length=16)
+    weights: list[float] | None = None
+
+    @model_validator(mode="after")
+    def _weights_fit(self) -> TargetGroup:
+        if self.weights is not None:
+            if len(self.weights) != len(self.targets):
+                raise ValueError("weights must give one number per target")
+            if any(w <= 0 for w in self.weights):
+                raise ValueError("weights must be positive")
+        return self
+
+
 class FeatureConfig(_Config):
     """A product use: which job type it serves, on which lane, through which ordered targets."""
 
     type: JobType
     lane: LaneName | None = None
-    route: list[str] = Field(min_length=1, max_length=32)
+    route: list[str | TargetGroup] = Field(min_length=1, max_length=32)
     timeout_s: float = Field(default=60, gt=0, le=3600, description="Per attempt.")
     deadline_s: float | None = Field(default=None, gt=0, le=24 * 3600, description="Whole job.")
     attempts: int = Field(default=2, ge=1, le=10, description="Calls of one target before falling back.")
@@ -104,14 +120,19 @@ class FeatureConfig(_Config):
 
     @field_validator("route")
     @classmethod
-    def _target_shape(cls, route: list[str]) -> list[str]:
-        for i, target in enumerate(route):
+    def _target_shape(cls, route: list[str | TargetGroup]) -> list[str | TargetGroup]:
+        flat = [t for entry in route for t in ([entry] if isinstance(entry, str) else entry.targets)]
+        for i, target in enumerate(flat):
             provider, sep, model = target.partition(":")
             if not (sep and provider and model):
                 raise ValueError(f"route[{i}] {target!r} must be 'provider:model'")
-        if len(set(route)) != len(route):
+        if len(set(flat)) != len(flat):
             raise ValueError("route lists a target twice")
         return route
+
+    def flat_route(self) -> list[str]:
+        """Every target of the route, groups unrolled, in file order."""
+        return [t for entry in self.route for t in ([entry] if isinstance(entry, str) else entry.targets)]
 
     def lane_name(self) -> LaneName:
         """The lane: explicit, else ``media`` for media job types and ``interactive`` for the rest."""
@@ -158,15 +179,15 @@ class RoutingConfig(_Config):
 def _check_feature(name: str, feature: FeatureConfig, providers: dict[str, ProviderConfig]) -> None:
     if not re.match(FEATURE_PATTERN, name):
         raise ValueError(f"features.{name}: a feature name is lowercase letters, digits, '-' and '_'")
-    for i, target in enumerate(feature.route):
+    for i, target in enumerate(feature.flat_route()):
         provider = target.partition(":")[0]
         if provider not in providers:
             raise ValueError(f"features.{name}.route[{i}]: unknown provider {provider!r}")
-    for i, target in enumerate(feature.route):
+    for i, target in enumerate(feature.flat_route()):
         spec = providers[target.partition(":")[0]]
         if feature.type == "embed" and spec.kind == "openai" and not preset_for(spec.preset).embeddings:
             raise ValueError(f"features.{name}.route[{i}]: preset {spec.preset!r} has no embeddings endpoint")
-    if feature.type == "embed" and len({t.partition(":")[2] for t in feature.route}) > 1:
+    if feature.type == "embed" and len({t.partition(":")[2] for t in feature.flat_route()}) > 1:
         # Vectors from different models live in different spaces; a fallback would silently
         # corrupt the caller's index.
         raise ValueError(f"features.{name}.route: an embed route must use one model throughout")

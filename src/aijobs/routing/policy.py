@@ -17,6 +17,8 @@ from aijobs.errors import ConfigError, InvalidRequest
 from aijobs.providers.presets import region_of
 from aijobs.routing.config import FeatureConfig, LaneName, ProviderConfig, RoutingConfig
 
+Step = tuple[tuple["Target", float], ...]
+
 
 @dataclass(frozen=True, slots=True)
 class Target:
@@ -48,6 +50,9 @@ class Feature:
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     #: Error codes that move the route to its next target; ``None``: each error class's own flag.
     fallback_on: frozenset[str] | None = None
+    #: The route in steps: a plain entry is one (target, 1.0); a weighted group is several, ordered
+    #: afresh for each job. Empty means one step per target, in order.
+    steps: tuple[Step, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,8 +115,8 @@ def _resolve_feature(
     enabled: dict[str, EnabledProvider],
     options_model: OptionsLookup,
 ) -> Feature:
-    targets = []
-    for i, text in enumerate(feature.route):
+    enabled_targets: dict[str, Target] = {}
+    for i, text in enumerate(feature.flat_route()):
         provider_name, _, model = text.partition(":")
         kind = config.providers[provider_name].kind
         model_cls = options_model(kind, feature.type)
@@ -131,22 +136,41 @@ def _resolve_feature(
                 err = exc.errors()[0]
                 key = ".".join(str(p) for p in err["loc"])
                 raise ConfigError(f"providers.{provider_name}.models.{model}.{key}: {err['msg']}") from exc
-        targets.append(Target(provider_name, model))
-    if not targets:
+        enabled_targets[text] = Target(provider_name, model)
+    steps = _steps(feature, enabled_targets)
+    if not steps:
         raise ConfigError(
-            f"features.{name}: no enabled target in route {feature.route} (provider keys unset?)"
+            f"features.{name}: no enabled target in route {feature.flat_route()} (provider keys unset?)"
+        )
+    if feature.region:  # preferred region first, the route's order kept within each region
+        steps.sort(
+            key=lambda step: (
+                region_of(*_kind_preset_region(config.providers[step[0][0].provider])) != feature.region
+            )
         )
     retry = RetryPolicy(
         feature.attempts, feature.backoff_base_s, feature.backoff_cap_s, feature.retry_after_cap_s
     )
-    if feature.region:  # preferred region first, the route's order kept within each region
-        regions = {t: region_of(*_kind_preset_region(config.providers[t.provider])) for t in targets}
-        targets.sort(key=lambda t: regions[t] != feature.region)
     fallback_on = frozenset(feature.fallback_on) if feature.fallback_on is not None else None
+    targets = tuple(target for step in steps for target, _ in step)
     return Feature(
-        name, feature.type, feature.lane_name(), tuple(targets), feature.timeout_s, feature.deadline_s, retry,
-        fallback_on,
+        name, feature.type, feature.lane_name(), targets, feature.timeout_s, feature.deadline_s, retry,
+        fallback_on, tuple(steps),
     )  # fmt: skip
+
+
+def _steps(feature: FeatureConfig, enabled: dict[str, Target]) -> list[Step]:
+    """The route as steps of enabled targets: one per plain entry, several for a weighted group."""
+    steps: list[Step] = []
+    for entry in feature.route:
+        if isinstance(entry, str):
+            pairs = [(entry, 1.0)]
+        else:
+            pairs = list(zip(entry.targets, entry.weights or [1.0] * len(entry.targets), strict=True))
+        step = tuple((enabled[text], weight) for text, weight in pairs if text in enabled)
+        if step:
+            steps.append(step)
+    return steps
 
 
 def _kind_preset_region(provider: ProviderConfig) -> tuple[str, str | None, str | None]:

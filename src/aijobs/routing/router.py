@@ -95,7 +95,7 @@ class Router:
         """Try ``feature``'s targets in order; raise :class:`RouteFailed` when none succeeds."""
         attempts: list[Attempt] = []
         error: AijobsError | None = None
-        for target in feature.targets:
+        for target in self.order(feature):
             adapter = self._adapters[(target.provider, feature.type)]
             for n in range(feature.retry.attempts):
                 if n:
@@ -110,6 +110,23 @@ class Router:
                 raise RouteFailed(error, attempts)
         assert error is not None
         raise RouteFailed(error, attempts)
+
+    def order(self, feature: Feature) -> list[Target]:
+        """This job's order of targets: the route's, with each weighted group shuffled by its weights.
+
+        Weighted sampling without replacement (Efraimidis-Spirakis): each target draws
+        ``random() ** (1 / weight)`` and the group is tried in descending order of the draws.
+        """
+        if not feature.steps:
+            return list(feature.targets)
+        order: list[Target] = []
+        for step in feature.steps:
+            if len(step) == 1:
+                order.append(step[0][0])
+            else:
+                draws = sorted(((self._random.random() ** (1 / w), t) for t, w in step), key=lambda d: -d[0])
+                order.extend(target for _, target in draws)
+        return order
 
     def wait_s(self, policy: RetryPolicy, retry_number: int, error: AijobsError | None) -> float:
         """How long to wait before retry ``retry_number`` (1-based) after ``error``."""
