@@ -11,6 +11,7 @@ from aijobs.providers.registry import build_adapters
 from aijobs.routing import load_policy
 from aijobs.routing.router import RouteFailed, Router
 from aijobs.types.chat import ChatInput
+from tests.policies import SIM_NON_CHAT, defaults
 
 CHAT = ChatInput.model_validate({"messages": [{"role": "user", "content": "你好"}]})
 
@@ -34,31 +35,9 @@ kind = "openai"
 preset = "custom"
 region = "cn"
 base_url = "{base}"
-[providers.sim]
-kind = "sim"
 {feature}
-[features.e]
-type = "embed"
-route = ["sim:e"]
-[features.r]
-type = "rerank"
-route = ["sim:r"]
-[features.i]
-type = "image"
-route = ["sim:i"]
-[features.s]
-type = "speech"
-route = ["sim:s"]
-[features.v]
-type = "video"
-route = ["sim:v"]
-[defaults]
-chat = "x"
-embed = "e"
-rerank = "r"
-image = "i"
-speech = "s"
-video = "v"
+{SIM_NON_CHAT}
+{defaults("x")}
 """
     path = tmp_path / "routing.toml"
     path.write_text(text)

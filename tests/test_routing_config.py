@@ -12,39 +12,11 @@ import pytest
 from aijobs.errors import ConfigError
 from aijobs.routing import load_policy, parse_routing
 from aijobs.routing.config import load_routing
+from tests.policies import SIM_NON_CHAT, defaults
 
 ROOT = Path(__file__).resolve().parent.parent
-DEFAULTS = """
-[defaults]
-chat = "c"
-embed = "e"
-rerank = "r"
-image = "i"
-speech = "s"
-video = "v"
-"""
-BASE = """
-[providers.sim]
-kind = "sim"
-[features.c]
-type = "chat"
-route = ["sim:a"]
-[features.e]
-type = "embed"
-route = ["sim:e"]
-[features.r]
-type = "rerank"
-route = ["sim:r"]
-[features.i]
-type = "image"
-route = ["sim:i"]
-[features.s]
-type = "speech"
-route = ["sim:s"]
-[features.v]
-type = "video"
-route = ["sim:v"]
-"""
+DEFAULTS = defaults("c")
+BASE = '[features.c]\ntype = "chat"\nroute = ["sim:a"]\n' + SIM_NON_CHAT  # c first: errors name it
 
 
 @pytest.mark.parametrize(

@@ -58,10 +58,8 @@ class AnthropicChat:
     def __init__(self, context: ProviderContext) -> None:
         self.context = context
         self.url = (context.config.base_url or DEFAULT_BASE_URL).rstrip("/") + "/v1/messages"
-        self.headers = {"Content-Type": "application/json", "anthropic-version": API_VERSION}
-        if context.api_key:
-            self.headers["x-api-key"] = context.api_key
-        self.timeouts = http.timeout(context.config.connect_timeout_s, context.config.read_timeout_s)
+        self.headers = http.json_headers(context, "x-api-key", "", **{"anthropic-version": API_VERSION})
+        self.timeouts = http.timeouts_for(context)
 
     async def run(self, model: str, request: ChatInput) -> ChatResult:
         data = await http.post_json(

@@ -26,10 +26,8 @@ class CohereEmbed:
         self.context = context
         preset = preset_for(context.config.preset).base_url if context.config.preset else None
         self.url = (context.config.base_url or preset or CohereRerank.default_base_url).rstrip("/") + "/embed"
-        self.headers = {"Content-Type": "application/json"}
-        if context.api_key:
-            self.headers["Authorization"] = f"Bearer {context.api_key}"
-        self.timeouts = http.timeout(context.config.connect_timeout_s, context.config.read_timeout_s)
+        self.headers = http.json_headers(context)
+        self.timeouts = http.timeouts_for(context)
 
     async def run(self, model: str, request: EmbedInput) -> EmbedResult:
         vectors, usage = await embed_in_batches(

@@ -58,10 +58,8 @@ class _GeminiKind:
     def __init__(self, context: ProviderContext) -> None:
         self.context = context
         self.base_url = (context.config.base_url or DEFAULT_BASE_URL).rstrip("/") + "/v1beta/models/"
-        self.headers = {"Content-Type": "application/json"}
-        if context.api_key:
-            self.headers["x-goog-api-key"] = context.api_key
-        self.timeouts = http.timeout(context.config.connect_timeout_s, context.config.read_timeout_s)
+        self.headers = http.json_headers(context, "x-goog-api-key", "")
+        self.timeouts = http.timeouts_for(context)
 
     async def _call(self, model: str, method: str, body: dict[str, Any]) -> Any:
         return await http.post_json(

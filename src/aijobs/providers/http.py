@@ -82,9 +82,19 @@ def as_dict(value: Any) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
-def timeout(connect_s: float, read_s: float) -> httpx2.Timeout:
-    """Explicit connect and read timeouts; the whole attempt is bounded by the Router."""
-    return httpx2.Timeout(read_s, connect=connect_s)
+def timeouts_for(context: ProviderContext) -> httpx2.Timeout:
+    """The provider's explicit connect and read timeouts; the whole attempt is bounded by the Router."""
+    return httpx2.Timeout(context.config.read_timeout_s, connect=context.config.connect_timeout_s)
+
+
+def json_headers(
+    context: ProviderContext, key_header: str = "Authorization", key_prefix: str = "Bearer ", **extra: str
+) -> dict[str, str]:
+    """JSON request headers carrying the provider's key (when it has one) the way it wants it."""
+    headers = {"Content-Type": "application/json", **extra}
+    if context.api_key:
+        headers[key_header] = key_prefix + context.api_key
+    return headers
 
 
 async def post_json(

@@ -43,10 +43,8 @@ class _OpenAIKind:
         self.preset: Preset = preset_for(context.config.preset)
         base_url = context.config.base_url or self.preset.base_url or ""
         self.base_url = base_url.rstrip("/")
-        self.headers = {"Content-Type": "application/json"}
-        if context.api_key:
-            self.headers[self.preset.auth_header] = self.preset.auth_prefix + context.api_key
-        self.timeouts = http.timeout(context.config.connect_timeout_s, context.config.read_timeout_s)
+        self.headers = http.json_headers(context, self.preset.auth_header, self.preset.auth_prefix)
+        self.timeouts = http.timeouts_for(context)
 
     async def _post(self, path: str, model: str, body: dict[str, Any]) -> Any:
         return await http.post_json(

@@ -30,10 +30,8 @@ class _Rerank:
         self.context = context
         base = context.config.base_url or self._preset_base_url() or self.default_base_url
         self.url = base.rstrip("/") + self.path
-        self.headers = {"Content-Type": "application/json"}
-        if context.api_key:
-            self.headers["Authorization"] = f"Bearer {context.api_key}"
-        self.timeouts = http.timeout(context.config.connect_timeout_s, context.config.read_timeout_s)
+        self.headers = http.json_headers(context)
+        self.timeouts = http.timeouts_for(context)
 
     def _preset_base_url(self) -> str | None:
         return None
