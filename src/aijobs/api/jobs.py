@@ -79,9 +79,9 @@ async def submit(
     """Validate, write the record, enqueue its id. ``Idempotency-Key`` makes retries safe."""
     job_request = parse_job_request(await request.body())
     feature = svc.routing.feature_for(job_request.type, job_request.feature)
-    canonical = job_request.model_dump_json(by_alias=True, exclude_none=True).encode()
     idempotency = None
-    if idempotency_key is not None:
+    if idempotency_key is not None:  # only then is the canonical body needed, to compare bodies
+        canonical = job_request.model_dump_json(by_alias=True, exclude_none=True).encode()
         key_hash = hashlib.sha256(idempotency_key.encode()).hexdigest()
         idempotency = (key_hash, hashlib.sha256(canonical).hexdigest())
     try:
