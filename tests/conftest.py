@@ -100,6 +100,25 @@ route = ["deepseek:deepseek-chat"]
 [features.support-chat-claude]
 type = "chat"
 route = ["anthropic:claude-sonnet-4-5"]
+
+# A second llmock serving 10% 429s and 10% 500s at random (the chaos test).
+[providers.chaos-deepseek]
+kind = "openai"
+preset = "deepseek"
+base_url = "{chaos}/v1"
+api_key_env = "DEEPSEEK_API_KEY"
+
+[providers.chaos-claude]
+kind = "anthropic"
+base_url = "{chaos}/anthropic"
+api_key_env = "ANTHROPIC_API_KEY"
+
+[features.chaos-chat]
+type = "chat"
+route = ["chaos-deepseek:deepseek-chat", "chaos-claude:claude-sonnet-4-5"]
+attempts = 3
+backoff_base_s = 0.05
+backoff_cap_s = 0.5
 """
 
 
@@ -139,7 +158,11 @@ def wait_ready(url: str, processes: list[subprocess.Popen[bytes]], timeout_s: fl
 
 @pytest.fixture(scope="session")
 def service(
-    redis_url: str, s3_endpoint: str, llmock_url: str, tmp_path_factory: pytest.TempPathFactory
+    redis_url: str,
+    s3_endpoint: str,
+    llmock_url: str,
+    chaos_llmock_url: str,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Service]:
     import boto3
 
@@ -151,7 +174,8 @@ def service(
     s3.create_bucket(Bucket=bucket)
     port = free_port()
     routing = tmp_path_factory.mktemp("routing") / "routing.toml"
-    routing.write_text(TEST_ROUTING.read_text() + PROVIDERS_ON_LLMOCK.format(llmock=llmock_url))
+    providers = PROVIDERS_ON_LLMOCK.format(llmock=llmock_url, chaos=chaos_llmock_url)
+    routing.write_text(TEST_ROUTING.read_text() + providers)
     env = service_env(redis_url, s3_endpoint, port, bucket, routing)
     logs = tmp_path_factory.mktemp("logs")
     with contextlib.ExitStack() as stack:
@@ -190,6 +214,16 @@ async def client(service: Service) -> AsyncIterator[httpx2.AsyncClient]:
 @pytest.fixture(scope="session")
 def llmock_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """llmock (PyPI) on loopback: real provider wire formats with fault injection."""
+    yield from _llmock(tmp_path_factory, {})
+
+
+@pytest.fixture(scope="session")
+def chaos_llmock_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """llmock answering 10% of requests with a 429 (Retry-After: 1) and 10% with a 500, at random."""
+    yield from _llmock(tmp_path_factory, {"LLMOCK_ERROR_RATE_429": "0.1", "LLMOCK_ERROR_RATE_500": "0.1"})
+
+
+def _llmock(tmp_path_factory: pytest.TempPathFactory, env: dict[str, str]) -> Iterator[str]:
     port = free_port()
     log = (tmp_path_factory.mktemp("llmock") / "llmock.log").open("wb")
     command = [
@@ -200,7 +234,7 @@ def llmock_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         "--port",
         str(port),
     ]
-    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **env})
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 30

@@ -104,7 +104,7 @@ async def settle_cancelled(lane_worker: LaneWorker) -> None:
     await asyncio.gather(*lane_worker.tasks.values(), return_exceptions=True)
 
 
-async def _noop(job_id: str) -> None:
+async def _noop(job_id: str, delay_ms: int = 0, uncount: bool = False) -> None:
     return None
 
 

@@ -16,6 +16,7 @@ from aijobs.jobs import JobStatus
 from aijobs.providers.registry import build_adapters
 from aijobs.queue import JobQueue, delivery, queue_name
 from aijobs.routing import load_policy
+from aijobs.routing.budgets import Budgets
 from aijobs.routing.router import Router
 from aijobs.settings import Settings
 from aijobs.storage import BlobNotFound, LocalStore
@@ -33,7 +34,8 @@ async def runtime(redis_url: str, tmp_path: Path) -> AsyncIterator[Runtime]:
     blobs = LocalStore(tmp_path, "http://127.0.0.1:1", SECRET.encode())
     queue = await JobQueue.connect(redis_url)
     router = Router(build_adapters(routing, http, {}))
-    runtime = Runtime(settings, routing, redis, JobStore(redis, 600), queue, blobs, http, router)
+    budgets = Budgets(redis)
+    runtime = Runtime(settings, routing, redis, JobStore(redis, 600), queue, blobs, http, router, budgets)
     yield runtime
     await runtime.close()
 
@@ -69,8 +71,8 @@ async def test_a_result_finished_after_cancel_is_discarded_with_its_blobs(
     job_id = await new_job(runtime, "images", "image", prompt="p", size="64x64")
     original = runtime.router.run
 
-    async def run_then_cancel(feature, request):  # type: ignore[no-untyped-def]
-        outcome = await original(feature, request)
+    async def run_then_cancel(feature, request, targets=None):  # type: ignore[no-untyped-def]
+        outcome = await original(feature, request, targets)
         await runtime.store.transition(job_id, JobStatus.CANCELED)  # the user cancels mid-flight
         return outcome
 

@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 from typing import Any, cast
 
+from aijobs import logs
 from aijobs.errors import ConfigError
 from aijobs.routing.config import LANES, LaneName
 from aijobs.settings import Settings
@@ -26,8 +27,8 @@ from aijobs.types import JOB_TYPES
 log = logging.getLogger("aijobs")
 
 
-def _configure_logging(level: str) -> None:
-    logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+def _configure_logging(level: str, fmt: str) -> None:
+    logs.configure(level, fmt)
     # httpx2 logs every request URL at INFO, and some providers put keys in query strings; arq logs
     # every job, which costs throughput and duplicates our own records.
     for noisy in ("httpx2", "httpcore", "arq.worker", "arq.jobs"):
@@ -55,7 +56,8 @@ def cmd_api(args: argparse.Namespace, settings: Settings) -> int:
     uvicorn.run(
         app, host=args.host or settings.host, port=args.port or settings.port,
         loop="uvloop", http="httptools",
-        log_level=settings.log_level.lower(), access_log=args.access_log, timeout_graceful_shutdown=10,
+        log_level=settings.log_level.lower(), log_config=None, access_log=args.access_log,
+        timeout_graceful_shutdown=10,
     )  # fmt: skip
     return 0
 
@@ -231,7 +233,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         settings = Settings()
-        _configure_logging(settings.log_level)
+        _configure_logging(settings.log_level, settings.log_format)
         return int(args.func(args, settings))
     except ConfigError as exc:
         print(f"aijobs: configuration error: {exc}", file=sys.stderr)

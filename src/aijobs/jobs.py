@@ -27,6 +27,7 @@ TERMINAL: frozenset[JobStatus] = frozenset({JobStatus.SUCCEEDED, JobStatus.FAILE
 
 #: to-status → the statuses it may come from.
 ALLOWED_FROM: dict[JobStatus, frozenset[JobStatus]] = {
+    JobStatus.QUEUED: frozenset({JobStatus.RUNNING}),  # a job-level requeue
     JobStatus.RUNNING: frozenset({JobStatus.QUEUED}),
     JobStatus.SUCCEEDED: frozenset({JobStatus.RUNNING}),
     JobStatus.FAILED: frozenset({JobStatus.QUEUED, JobStatus.RUNNING}),
@@ -103,6 +104,9 @@ class Job:
     usage: dict[str, Any] | None = None
     route: dict[str, Any] | None = None
     runs: int = 0
+    #: Set on the first run; a requeued job keeps it, so requeues never extend a job's deadline.
+    deadline_at: float | None = None
+    requeues: int = 0
 
     @property
     def terminal(self) -> bool:

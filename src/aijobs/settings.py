@@ -54,6 +54,7 @@ class Settings(BaseSettings):
     job_ttl_s: int = Field(default=7 * 24 * 3600, ge=60, description="How long finished records are kept.")
     key_cache_ttl_s: float = Field(default=10.0, ge=0, description="How long an API key lookup is cached.")
     log_level: str = "INFO"
+    log_format: Literal["json", "text"] = Field(default="json", description="json: one object per line.")
 
     @model_validator(mode="after")
     def _fill_public_url(self) -> Settings:

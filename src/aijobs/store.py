@@ -23,13 +23,14 @@ import orjson
 from redis.asyncio import Redis
 
 from aijobs.jobs import ALLOWED_FROM, TERMINAL, Job, JobIds, JobStatus, new_job_id
+from aijobs.ledger import Entry
 from aijobs.queue import Delivery
 from aijobs.scriptbatch import ScriptBatcher
 
 IDEMPOTENCY_TTL_S = 24 * 3600
 INDEX_MARGIN_S = 2 * 24 * 3600
 _JSON_FIELDS = ("input", "metadata", "output", "error", "attempts", "usage", "route")
-_FLOAT_FIELDS = ("created_at", "started_at", "finished_at")
+_FLOAT_FIELDS = ("created_at", "started_at", "finished_at", "deadline_at")
 #: What a list item shows: everything but the input and output, which can each be megabytes.
 _SUMMARY_FIELDS = ["id", "tenant", "type", "feature", "lane", "status", "runs", *_FLOAT_FIELDS]
 _SUMMARY_FIELDS += ["metadata", "error", "usage", "route"]
@@ -81,13 +82,30 @@ end
 return false
 """
 
-# KEYS: job   ARGV: to, allowed-from (",a,b,"), ttl_s (0 = keep), return record (0/1), pairs…
+# KEYS: job [, ledger records, day usage, total usage, spend]
+# ARGV: to, allowed-from (",a,b,"), ttl_s (0 = keep), return record (0/1), n, n pair items…,
+#       [record, records ttl, usage ttl, feature, cost, spend ttl, field/increment pairs…]
 # The lane's pending set is named from the record (non-cluster Redis, as arq itself requires).
 _TRANSITION = """
 local current = redis.call('HGET', KEYS[1], 'status')
 if not current then return {0, false} end
 if not string.find(ARGV[2], ',' .. current .. ',', 1, true) then return {0, current} end
-redis.call('HSET', KEYS[1], 'status', ARGV[1], unpack(ARGV, 5))
+local n = tonumber(ARGV[5])
+redis.call('HSET', KEYS[1], 'status', ARGV[1], unpack(ARGV, 6, 5 + n))
+if KEYS[2] then
+  local b = 6 + n
+  redis.call('XADD', KEYS[2], '*', 'r', ARGV[b])
+  redis.call('EXPIRE', KEYS[2], ARGV[b + 1])
+  for i = b + 6, #ARGV, 2 do
+    redis.call('HINCRBYFLOAT', KEYS[3], ARGV[i], ARGV[i + 1])
+    redis.call('HINCRBYFLOAT', KEYS[4], ARGV[i], ARGV[i + 1])
+  end
+  redis.call('EXPIRE', KEYS[3], ARGV[b + 2])
+  if ARGV[b + 4] ~= '0.0' then
+    redis.call('HINCRBYFLOAT', KEYS[5], ARGV[b + 3], ARGV[b + 4])
+    redis.call('EXPIRE', KEYS[5], ARGV[b + 5])
+  end
+end
 if ARGV[1] == 'running' then redis.call('HINCRBY', KEYS[1], 'runs', 1) end
 if current == 'queued' then
   local lane, id = unpack(redis.call('HMGET', KEYS[1], 'lane', 'id'))
@@ -151,6 +169,7 @@ def decode_job(raw: dict[bytes, bytes] | list[bytes]) -> Job:
         created_at=float(fields["created_at"]),
         input={},
         runs=int(fields.get("runs", b"0")),
+        requeues=int(fields.get("requeues", b"0")),
     )
     for name in _FLOAT_FIELDS[1:]:
         if name in fields:
@@ -164,9 +183,13 @@ def decode_job(raw: dict[bytes, bytes] | list[bytes]) -> Job:
 class JobStore:
     """Job records over one ``redis.asyncio.Redis`` (bytes responses)."""
 
-    def __init__(self, redis: Redis, job_ttl_s: int) -> None:
+    def __init__(
+        self, redis: Redis, job_ttl_s: int, records_ttl_s: int = 3 * 86400, usage_ttl_s: int = 35 * 86400
+    ) -> None:
         self.redis = redis
         self.job_ttl_s = job_ttl_s
+        self.records_ttl_s = records_ttl_s
+        self.usage_ttl_s = usage_ttl_s
         self._create = ScriptBatcher(redis, redis.register_script(_CREATE))
         self._transition = ScriptBatcher(redis, redis.register_script(_TRANSITION))
         self._ids = JobIds()
@@ -234,18 +257,28 @@ class JobStore:
         allowed_from: Iterable[JobStatus] | None = None,
         fields: dict[str, Any] | None = None,
         want_record: bool = False,
+        ledger: Entry | None = None,
+        now: float | None = None,
     ) -> Transition:
-        """Move ``job_id`` to ``to`` if its status is one it may come from; set ``fields`` with it."""
+        """Move ``job_id`` to ``to`` if its status is one it may come from; set ``fields`` with it.
+
+        A ``ledger`` entry is written in the same atomic step, only when the change happens.
+        """
         sources = frozenset(allowed_from) if allowed_from is not None else ALLOWED_FROM[to]
-        now = time.time()
-        stamp = "started_at" if to is JobStatus.RUNNING else "finished_at"
-        pairs: list[Any] = [stamp, repr(now)]
+        now = now or time.time()
+        pairs: list[Any] = []
+        if to is not JobStatus.QUEUED:
+            pairs += ["started_at" if to is JobStatus.RUNNING else "finished_at", repr(now)]
         for name, value in (fields or {}).items():
             pairs += [name, orjson.dumps(value) if name in _JSON_FIELDS else value]
         ttl_s = self.job_ttl_s if to in TERMINAL else 0
         allowed = "," + ",".join(sorted(sources)) + ","
         keys = [Keys.job(job_id)]
-        reply = await self._transition(keys, [to.value, allowed, ttl_s, int(want_record), *pairs])
+        args = [to.value, allowed, ttl_s, int(want_record), len(pairs), *pairs]
+        if ledger is not None:
+            keys += ledger.keys()
+            args += ledger.args(self.records_ttl_s, self.usage_ttl_s)
+        reply = await self._transition(keys, args)
         previous = JobStatus(reply[1].decode()) if reply[1] else None
         job = decode_job(reply[2]) if len(reply) > 2 else None
         return Transition(bool(reply[0]), previous, job)

@@ -7,6 +7,10 @@ is discarded and any blobs it wrote are deleted.
 
 arq re-runs a job whose worker died once the job's in-progress lock expires; ``job_try > 1`` then
 lets the claim take over a record left ``running``.
+
+A job whose targets all failed with transient errors goes back on its lane with a delay (a
+job-level requeue, at most ``requeues`` times and only while its deadline leaves room for another
+attempt). Every finished job leaves a ledger entry, written with its terminal status.
 """
 
 from __future__ import annotations
@@ -16,19 +20,27 @@ import contextlib
 import logging
 import os
 import signal
+import time
 from dataclasses import dataclass
+from datetime import date, timedelta
 from typing import Any
 
 import httpx2
+from arq.worker import Retry
 from redis.asyncio import Redis
 
-from aijobs.errors import AijobsError, DeadlineExceeded, InternalError, NoRoute, StorageError
+from aijobs import ledger, logs, usage
+from aijobs.errors import AijobsError, DeadlineExceeded, InternalError, NoRoute, ProviderError, StorageError
 from aijobs.jobs import Job, JobStatus
+from aijobs.ledger import LedgerKeys
 from aijobs.providers.base import MediaResult
 from aijobs.providers.registry import build_adapters
 from aijobs.queue import JobQueue, lane_worker, lane_worker_options
 from aijobs.routing import Routing, load_policy
+from aijobs.routing.breakers import Breakers, all_targets
+from aijobs.routing.budgets import Budgets
 from aijobs.routing.config import LaneName
+from aijobs.routing.policy import Feature
 from aijobs.routing.router import Outcome, RouteFailed, Router
 from aijobs.settings import Settings
 from aijobs.storage import BlobStore, StoredBlob, open_blob_store
@@ -41,6 +53,11 @@ log = logging.getLogger(__name__)
 MAX_DELIVERIES = 5
 RECOVERY_INTERVAL_S = 15.0
 RECOVERY_AGE_S = 30.0
+#: Errors worth trying the whole route again for, after a pause: the upstreams may recover.
+TRANSIENT = frozenset(
+    {"provider_rate_limited", "provider_timeout", "provider_unavailable", "provider_bad_response"}
+)
+REQUEUE_DELAY_CAP_S = 300.0
 _MEDIA_OUTPUT_KEY = {"image": "images", "video": "videos"}
 
 
@@ -56,6 +73,7 @@ class Runtime:
     blobs: BlobStore
     http: httpx2.AsyncClient
     router: Router
+    budgets: Budgets
 
     @classmethod
     async def start(cls, settings: Settings, routing: Routing, env: dict[str, str]) -> Runtime:
@@ -64,11 +82,13 @@ class Runtime:
             timeout=httpx2.Timeout(60.0, connect=5.0),
             limits=httpx2.Limits(max_connections=1000, max_keepalive_connections=200),
         )
-        router = Router(build_adapters(routing, http, env))
-        store = JobStore(redis, settings.job_ttl_s)
+        breakers = Breakers(redis, routing.config.breakers, all_targets(routing))
+        router = Router(build_adapters(routing, http, env), breakers=breakers)
+        store = JobStore(redis, settings.job_ttl_s, *routing.config.ledger.ttls_s())
         queue = await JobQueue.connect(settings.redis_url)
         blobs = await open_blob_store(settings)
-        return cls(settings, routing, redis, store, queue, blobs, http, router)
+        budgets = Budgets(redis, routing.config.breakers.refresh_s)
+        return cls(settings, routing, redis, store, queue, blobs, http, router, budgets)
 
     async def close(self) -> None:
         await self.http.aclose()
@@ -89,35 +109,56 @@ class Runtime:
         claim = await self.store.transition(job_id, JobStatus.RUNNING, allowed_from=allowed, want_record=True)
         if not claim.ok or claim.job is None:
             return  # canceled while queued, finished already, or another worker has it
-        job = claim.job
+        with logs.bind(job_id=job_id, feature=claim.job.feature):
+            await self._process(claim.job)
+
+    async def _process(self, job: Job) -> None:
+        job_id = job.id
+        feature = self.routing.features.get(job.feature)
+        if job.deadline_at is None and job.started_at is not None:
+            job.deadline_at = job.started_at + self._deadline_s(feature)
         try:
-            fields = await self._run_within_deadline(job)
+            fields, target = await self._run_within_deadline(job, feature)
         except RouteFailed as failed:
-            await self._fail(job, failed.error, [a.to_dict() for a in failed.attempts])
+            attempts = [*job.attempts, *(a.to_dict() for a in failed.attempts)]
+            delay_s = self._requeue_delay_s(job, feature, failed)
+            if delay_s is not None and await self._requeue(job, attempts, delay_s):
+                raise Retry(defer=delay_s) from None
+            await self._fail(job, failed.error, attempts)
             return
         except AijobsError as error:
-            await self._fail(job, error, [])
+            await self._fail(job, error, job.attempts)
             return
         except Exception:
             log.exception("job %s: unexpected failure", job_id)
-            await self._fail(job, InternalError("the worker failed unexpectedly; see its log"), [])
+            await self._fail(job, InternalError("the worker failed unexpectedly; see its log"), job.attempts)
             return
-        done = await self.store.transition(job_id, JobStatus.SUCCEEDED, fields=fields)
-        if not done.ok:  # canceled while running: the result is discarded
-            await self._delete_blobs(fields.get("output", {}))
+        await self._succeed(job, fields, target)
 
-    async def _run_within_deadline(self, job: Job) -> dict[str, Any]:
+    def _deadline_s(self, feature: Feature | None) -> float:
+        if feature is None:
+            return 0.0
+        return feature.deadline_s or self.routing.config.lane(feature.lane).job_timeout_s
+
+    async def _run_within_deadline(
+        self, job: Job, feature: Feature | None
+    ) -> tuple[dict[str, Any], tuple[str, str]]:
         """Route the job and store its media, all within the feature's deadline."""
-        feature = self.routing.features.get(job.feature)
         if feature is None:
             raise NoRoute(f"feature {job.feature!r} is no longer in the routing policy")
         request = INPUT_MODELS[job.type].model_validate(job.input)
-        deadline_s = feature.deadline_s or self.routing.config.lane(feature.lane).job_timeout_s
+        assert job.deadline_at is not None
+        remaining_s = job.deadline_at - time.time()
         try:
-            async with asyncio.timeout(deadline_s):
-                outcome = await self.router.run(feature, request)
-                return await self._success_fields(job, outcome)
+            async with asyncio.timeout(max(0.0, remaining_s)):
+                targets = await self.budgets.targets(feature)
+                outcome = await self.router.run(feature, request, targets)
+                return await self._success_fields(job, outcome), (
+                    outcome.target.provider,
+                    outcome.target.model,
+                )
         except TimeoutError:
+            deadline_s = self._deadline_s(feature)
             raise DeadlineExceeded(f"the job did not finish within its {deadline_s:g} s deadline") from None
 
     async def _success_fields(self, job: Job, outcome: Outcome) -> dict[str, Any]:
@@ -129,12 +170,60 @@ class Runtime:
             output = result.output()
         route = outcome.route()
         route["model"] = result.model or route["model"]
+        usage = result.usage.model_copy()
+        target = outcome.target
+        usage.cost_usd = self.routing.prices.cost_usd(target.provider, target.model, job.type, usage)
+        attempts = [a.to_dict() for a in outcome.attempts]
+        attempts[-1]["cost_usd"] = usage.cost_usd
         return {
             "output": output,
-            "usage": result.usage.model_dump(),
-            "attempts": [a.to_dict() for a in outcome.attempts],
+            "usage": usage.model_dump(),
+            "attempts": [*job.attempts, *attempts],
             "route": route,
         }
+
+    async def _succeed(self, job: Job, fields: dict[str, Any], target: tuple[str, str]) -> None:
+        now = time.time()
+        entry = ledger.entry(
+            job, JobStatus.SUCCEEDED, attempts=fields["attempts"], usage=fields["usage"], target=target,
+            finished_at=now,
+        )  # fmt: skip
+        done = await self.store.transition(job.id, JobStatus.SUCCEEDED, fields=fields, ledger=entry, now=now)
+        if done.ok:
+            return
+        await self._delete_blobs(fields.get("output", {}))  # canceled while running: the result is discarded
+        if done.previous is JobStatus.CANCELED:  # what the run spent still belongs in the ledger
+            spent = {"attempts": fields["attempts"], "usage": fields["usage"]}
+            entry = ledger.entry(
+                job, JobStatus.CANCELED, attempts=fields["attempts"], usage=fields["usage"], target=target,
+                error_code="gateway_canceled", finished_at=now,
+            )  # fmt: skip
+            await self.store.transition(
+                job.id, JobStatus.CANCELED, allowed_from={JobStatus.CANCELED}, fields=spent, ledger=entry
+            )
+
+    def _requeue_delay_s(self, job: Job, feature: Feature | None, failed: RouteFailed) -> float | None:
+        """How long to wait before the job's next run, or ``None`` when it should fail now."""
+        if feature is None or job.requeues >= feature.requeues or job.deadline_at is None:
+            return None
+        if not isinstance(failed.error, ProviderError) or failed.error.code not in TRANSIENT:
+            return None
+        if any(a.error_code not in TRANSIENT for a in failed.attempts):
+            return None
+        delay_s = min(REQUEUE_DELAY_CAP_S, feature.requeue_delay_s * 2.0**job.requeues)
+        waits: list[float] = [a.retry_after_s for a in failed.attempts if a.retry_after_s]
+        if waits:
+            delay_s = max(delay_s, min(max(waits), feature.retry.retry_after_cap_s))
+        if time.time() + delay_s + feature.timeout_s > job.deadline_at:
+            return None  # no room left for another full attempt
+        return delay_s
+
+    async def _requeue(self, job: Job, attempts: list[dict[str, Any]], delay_s: float) -> bool:
+        fields = {"attempts": attempts, "deadline_at": repr(job.deadline_at), "requeues": job.requeues + 1}
+        moved = await self.store.transition(job.id, JobStatus.QUEUED, fields=fields)
+        if moved.ok:
+            log.info("job %s: every target failed transiently; requeued for %.1f s", job.id, delay_s)
+        return moved.ok
 
     async def _store_media(self, job: Job, result: MediaResult) -> list[dict[str, Any]]:
         blobs = []
@@ -160,7 +249,29 @@ class Runtime:
 
     async def _fail(self, job: Job, error: AijobsError, attempts: list[dict[str, Any]]) -> None:
         fields = {"error": {"code": error.code, "message": error.message}, "attempts": attempts}
-        await self.store.transition(job.id, JobStatus.FAILED, allowed_from={JobStatus.RUNNING}, fields=fields)
+        now = time.time()
+        entry = ledger.entry(job, JobStatus.FAILED, attempts=attempts, error_code=error.code, finished_at=now)
+        await self.store.transition(
+            job.id, JobStatus.FAILED, allowed_from={JobStatus.RUNNING}, fields=fields, ledger=entry, now=now
+        )
+
+    async def export_ledger(self, today: str | None = None) -> list[str]:
+        """Export every finished UTC day still kept and not yet exported; one worker per day."""
+        if not self.routing.config.ledger.export:
+            return []
+        today = today or ledger.day_of(time.time())
+        keep = self.routing.config.ledger.records_days
+        first = date.fromisoformat(today) - timedelta(days=keep)
+        done = []
+        for day in usage.days_between(first, date.fromisoformat(today) - timedelta(days=1)):
+            if await self.redis.exists(LedgerKeys.exported(day)):
+                continue
+            if not await self.redis.set(f"{LedgerKeys.exported(day)}:lock", "1", nx=True, ex=3600):
+                continue  # another worker is on it
+            stored = await usage.export_day(self.redis, self.blobs, day)
+            log.info("exported the ledger of %s to %s (%d bytes)", day, stored.key, stored.bytes)
+            done.append(day)
+        return done
 
     async def recover(self, lanes: list[LaneName], older_than_s: float = RECOVERY_AGE_S) -> int:
         """Re-enqueue queued jobs that arq no longer holds (e.g. its payload expired with no worker).
@@ -263,3 +374,7 @@ async def _sweep(runtime: Runtime, lanes: list[LaneName], stop: asyncio.Event) -
                 log.warning("re-enqueued %d stranded jobs", count)
         except Exception:
             log.exception("recovery sweep failed")
+        try:
+            await runtime.export_ledger()
+        except Exception:
+            log.exception("ledger export failed; it is retried on the next sweep")

@@ -22,13 +22,14 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from starlette.exceptions import HTTPException
 
-from aijobs.api import health, jobs
+from aijobs.api import health, jobs, operations
 from aijobs.api.deps import Services
 from aijobs.api.limits import BodyLimit
 from aijobs.apikeys import ApiKeys
 from aijobs.errors import AijobsError, CallerError, InternalError, InvalidRequest, StorageError
 from aijobs.queue import JobQueue
 from aijobs.routing import Routing, load_policy
+from aijobs.routing.breakers import Breakers, all_targets
 from aijobs.settings import Settings
 from aijobs.storage import open_blob_store
 from aijobs.store import JobStore
@@ -100,10 +101,11 @@ def create_app(settings: Settings, routing: Routing) -> FastAPI:
             settings=settings,
             routing=routing,
             redis=redis,
-            store=JobStore(redis, settings.job_ttl_s),
+            store=JobStore(redis, settings.job_ttl_s, *routing.config.ledger.ttls_s()),
             queue=queue,
             keys=ApiKeys(redis, settings.key_cache_ttl_s),
             blobs=blobs,
+            breakers=Breakers(redis, routing.config.breakers, all_targets(routing)),
         )
         try:
             yield
@@ -127,6 +129,7 @@ def create_app(settings: Settings, routing: Routing) -> FastAPI:
     app.add_exception_handler(Exception, _unexpected)
     app.include_router(jobs.router)
     app.include_router(health.router)
+    app.include_router(operations.router)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app
 

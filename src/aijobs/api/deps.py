@@ -11,6 +11,7 @@ from aijobs.apikeys import ApiKeys
 from aijobs.errors import Unauthorized
 from aijobs.queue import JobQueue
 from aijobs.routing import Routing
+from aijobs.routing.breakers import Breakers
 from aijobs.settings import Settings
 from aijobs.storage import BlobStore
 from aijobs.store import JobStore
@@ -27,6 +28,7 @@ class Services:
     queue: JobQueue
     keys: ApiKeys
     blobs: BlobStore
+    breakers: Breakers
 
 
 def services(request: Request) -> Services:

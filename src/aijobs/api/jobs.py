@@ -9,9 +9,10 @@ import orjson
 from fastapi import APIRouter, Depends, Header, Query, Request, Response
 from pydantic import TypeAdapter, ValidationError
 
+from aijobs import ledger
 from aijobs.api.deps import Services, services, tenant
 from aijobs.api.views import job_view
-from aijobs.errors import Conflict, InvalidRequest, NotFound
+from aijobs.errors import Canceled, Conflict, InvalidRequest, NotFound
 from aijobs.jobs import TERMINAL, Job, JobStatus, is_job_id
 from aijobs.queue import delivery
 from aijobs.store import IdempotencyConflict
@@ -141,7 +142,14 @@ async def cancel(job_id: str, svc: Svc, owner: Tenant) -> Response:
     """A queued job never runs; a running one is marked canceled and its result discarded."""
     job = await _owned(svc, job_id, owner)
     fields = {"error": {"code": "gateway_canceled", "message": "canceled by the caller"}}
-    result = await svc.store.transition(job.id, JobStatus.CANCELED, fields=fields, want_record=True)
+    # A queued job's ledger entry is written here; a running one's by its worker, which knows its cost.
+    entry = ledger.entry(job, JobStatus.CANCELED, attempts=job.attempts, error_code=Canceled.code)
+    queued = {JobStatus.QUEUED}
+    result = await svc.store.transition(
+        job.id, JobStatus.CANCELED, allowed_from=queued, fields=fields, want_record=True, ledger=entry
+    )
+    if result.previous is JobStatus.RUNNING:
+        result = await svc.store.transition(job.id, JobStatus.CANCELED, fields=fields, want_record=True)
     if not result.ok or result.job is None:
         state = result.previous.value if result.previous else "gone"
         raise Conflict(f"job {job.id} is already {state}", param="id")

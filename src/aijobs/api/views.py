@@ -44,6 +44,7 @@ def _common(job: Job) -> dict[str, Any]:
         "created_at": iso(job.created_at),
         "started_at": iso(job.started_at),
         "finished_at": iso(job.finished_at),
+        "requeues": job.requeues,
     }
 
 

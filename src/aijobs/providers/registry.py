@@ -43,7 +43,8 @@ def build_adapters(
     """One adapter per (enabled provider, job type its features use)."""
     adapters: dict[tuple[str, str], Adapter] = {}
     for feature in routing.features.values():
-        for target in feature.targets:
+        downgrade = [feature.downgrade] if feature.downgrade else []
+        for target in [*feature.targets, *downgrade]:
             key = (target.provider, feature.type)
             if key in adapters:
                 continue

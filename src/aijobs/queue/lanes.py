@@ -12,7 +12,9 @@ locks, ``arq:retry:*`` counters) and replaces only the start path:
   it (a visibility timeout). If the worker dies, the score comes due as the lock expires, and any
   worker (ours or stock arq) delivers the job again, which is arq's own redelivery timing;
 - the task function runs directly under the job timeout;
-- finished jobs' arq keys are removed in one batched pipeline per event-loop turn.
+- finished jobs' arq keys are removed in one batched pipeline per event-loop turn;
+- a task raising arq's ``Retry(defer=...)`` (a job-level requeue) has its job moved to ``now + defer``
+  with the delivery uncounted: a requeue is a decision, not a crash.
 """
 
 from __future__ import annotations
@@ -21,17 +23,23 @@ import asyncio
 import contextlib
 import functools
 import logging
+import time
+import uuid
 from typing import Any
 
 import orjson
 from arq import Worker
 from arq.constants import in_progress_key_prefix, job_key_prefix, retry_key_prefix
 from arq.utils import timestamp_ms
+from arq.worker import Retry
 from redis.exceptions import RedisError
 
 log = logging.getLogger(__name__)
 
 POLL_BACKOFF_S = 1.0
+#: Each worker reports its running jobs under ``{queue}:inflight`` this often (for ``/metrics``).
+INFLIGHT_SUFFIX = ":inflight"
+INFLIGHT_REPORT_S = 1.0
 
 # KEYS: queue   ARGV: now_ms, lock_ms, max claims
 _CLAIM = """
@@ -62,6 +70,8 @@ class LaneWorker(Worker):
         self._claim_script: Any = None
         self._settle_ids: list[str] = []
         self._settling: asyncio.Task[None] | None = None
+        self._worker_id = uuid.uuid4().hex[:12]
+        self._reported_at = 0.0
 
     async def _poll_iteration(self) -> None:
         try:
@@ -69,6 +79,8 @@ class LaneWorker(Worker):
             if self.allow_pick_jobs and free > 0:
                 await self._claim(free)
             await self.heart_beat()
+            if time.monotonic() - self._reported_at >= INFLIGHT_REPORT_S:
+                await self._report_inflight()
         except (RedisError, OSError) as exc:
             # Redis restarting or a network blip must not end the worker: wait, then poll again.
             log.warning("polling %s failed (%s); retrying in %.0f s", self.queue_name, exc, POLL_BACKOFF_S)
@@ -88,6 +100,14 @@ class LaneWorker(Worker):
             )
             task.add_done_callback(functools.partial(self._job_done, job_id))
             self.tasks[job_id] = task
+
+    async def _report_inflight(self) -> None:
+        self._reported_at = time.monotonic()
+        key = self.queue_name + INFLIGHT_SUFFIX
+        async with self.pool.pipeline(transaction=False) as pipe:
+            pipe.hset(key, self._worker_id, f"{self.job_counter} {time.time():.3f}")
+            pipe.expire(key, 60)
+            await pipe.execute()
 
     def _job_done(self, job_id: str, task: asyncio.Task[None]) -> None:
         # Done tasks leave here, not in a scan of every task on each poll (O(in flight) per poll).
@@ -112,6 +132,10 @@ class LaneWorker(Worker):
         try:
             async with asyncio.timeout(function.timeout_s or self.job_timeout_s):
                 await function.coroutine(ctx, *job["a"], **job["k"])
+        except Retry as retry:
+            self.jobs_retried += 1
+            await self._release(job_id, delay_ms=retry.defer_score or 0, uncount=True)
+            return
         except asyncio.CancelledError:
             # Shutting down mid-job: make it visible again at once rather than after the lock expires.
             await asyncio.shield(self._release(job_id))
@@ -147,14 +171,18 @@ class LaneWorker(Worker):
                 # Harmless: those jobs are finished, so their redelivery finds a terminal record.
                 log.warning("clearing %d finished jobs from %s failed: %s", len(ids), self.queue_name, exc)
 
-    async def _release(self, job_id: str) -> None:
+    async def _release(self, job_id: str, delay_ms: int = 0, uncount: bool = False) -> None:
         with contextlib.suppress(Exception):
             async with self.pool.pipeline(transaction=False) as pipe:
-                pipe.zadd(self.queue_name, {job_id: timestamp_ms()}, xx=True)
+                pipe.zadd(self.queue_name, {job_id: timestamp_ms() + delay_ms}, xx=True)
                 pipe.delete(in_progress_key_prefix + job_id)
+                if uncount:
+                    pipe.decr(retry_key_prefix + job_id)
                 await pipe.execute()
 
     async def close(self) -> None:
+        with contextlib.suppress(Exception):
+            await self.pool.hdel(self.queue_name + INFLIGHT_SUFFIX, self._worker_id)  # type: ignore[misc]
         if self._settling is not None:
             with contextlib.suppress(Exception):
                 await self._settling

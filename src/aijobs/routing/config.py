@@ -18,6 +18,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from aijobs.errors import ConfigError
+from aijobs.prices import Price
 from aijobs.providers.presets import PRESETS, preset_for
 from aijobs.types import FEATURE_PATTERN, JOB_TYPES, JobType
 
@@ -70,6 +71,9 @@ class ProviderConfig(_Config):
         default=120.0, gt=0, le=3600, description="Per read; the Router bounds an attempt."
     )
     models: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    prices: dict[str, Price] = Field(
+        default_factory=dict, description="Per-model prices; override the bundled table."
+    )
 
     @model_validator(mode="after")
     def _preset_known(self) -> ProviderConfig:
@@ -116,7 +120,19 @@ class FeatureConfig(_Config):
     backoff_base_s: float = Field(default=0.5, ge=0, le=60, description="First retry waits up to this.")
     backoff_cap_s: float = Field(default=8.0, ge=0, le=600, description="No backoff wait is longer.")
     retry_after_cap_s: float = Field(default=30.0, ge=0, le=3600, description="Longest Retry-After honoured.")
+    requeues: int = Field(
+        default=2, ge=0, le=20, description="Times a job whose targets all failed transiently goes back."
+    )
+    requeue_delay_s: float = Field(default=2.0, ge=0, le=3600, description="First requeue's delay; doubles.")
+    budget_usd_per_day: float | None = Field(default=None, gt=0, description="Estimated spend per UTC day.")
+    on_budget_exceeded: str = Field(
+        default="reject", pattern=r"^(reject|downgrade:[^:]+:.+)$", description="reject | downgrade:<target>"
+    )
     description: str = ""
+
+    def downgrade_target(self) -> str | None:
+        """The target a budget-exhausted job runs on, or ``None`` when such jobs are rejected."""
+        return self.on_budget_exceeded.partition(":")[2] or None
 
     @field_validator("route")
     @classmethod
@@ -141,10 +157,39 @@ class FeatureConfig(_Config):
         return "media" if self.type in ("image", "speech", "video") else "interactive"
 
 
+class BreakerConfig(_Config):
+    """Circuit breakers per (provider, model), shared by all workers through Redis."""
+
+    window_s: float = Field(default=60, gt=0, le=3600, description="The rolling window calls are counted in.")
+    min_calls: int = Field(default=10, ge=1, le=100_000, description="Fewer calls never open a breaker.")
+    failure_ratio: float = Field(default=0.5, gt=0, le=1, description="Failures / calls that open it.")
+    cooldown_s: float = Field(default=30, gt=0, le=3600, description="How long an open breaker skips.")
+    refresh_s: float = Field(default=1.0, gt=0, le=60, description="How stale a worker's view may be.")
+
+
+class LedgerConfig(_Config):
+    """How long usage records and aggregates are kept, and their daily export to the blob store."""
+
+    retention_days: int = Field(default=35, ge=1, le=3660, description="Daily aggregates (/v1/usage).")
+    records_days: int = Field(
+        default=3, ge=1, le=366, description="Per-job records in Redis (exported daily)."
+    )
+    export: bool = Field(default=True, description="Write each finished UTC day to ledger/<day>.jsonl.")
+
+    def ttls_s(self) -> tuple[int, int]:
+        """How long (records, aggregates) live in Redis; a day longer than asked, for late readers."""
+        return (self.records_days + 1) * 86400, (self.retention_days + 1) * 86400
+
+
 class RoutingConfig(_Config):
     """The whole file. ``defaults`` maps every job type to the feature used when a job names none."""
 
     lanes: dict[LaneName, LaneConfig] = Field(default_factory=dict)
+    breakers: BreakerConfig = Field(default_factory=BreakerConfig)
+    ledger: LedgerConfig = Field(default_factory=LedgerConfig)
+    currencies: dict[str, float] = Field(
+        default_factory=dict, description="USD per unit of a currency; extends the bundled rates."
+    )
     providers: dict[str, ProviderConfig] = Field(min_length=1)
     features: dict[str, FeatureConfig] = Field(min_length=1)
     defaults: dict[JobType, str] = Field(default_factory=dict)
@@ -183,6 +228,11 @@ def _check_feature(name: str, feature: FeatureConfig, providers: dict[str, Provi
         provider = target.partition(":")[0]
         if provider not in providers:
             raise ValueError(f"features.{name}.route[{i}]: unknown provider {provider!r}")
+    downgrade = feature.downgrade_target()
+    if downgrade is not None and downgrade.partition(":")[0] not in providers:
+        raise ValueError(
+            f"features.{name}.on_budget_exceeded: unknown provider {downgrade.partition(':')[0]!r}"
+        )
     for i, target in enumerate(feature.flat_route()):
         spec = providers[target.partition(":")[0]]
         if feature.type == "embed" and spec.kind == "openai" and not preset_for(spec.preset).embeddings:

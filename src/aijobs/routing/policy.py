@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pydantic import BaseModel, ValidationError
 
 from aijobs.errors import ConfigError, InvalidRequest
+from aijobs.prices import PriceBook, bundled_prices
 from aijobs.providers.presets import region_of
 from aijobs.routing.config import FeatureConfig, LaneName, ProviderConfig, RoutingConfig
 
@@ -53,6 +54,12 @@ class Feature:
     #: The route in steps: a plain entry is one (target, 1.0); a weighted group is several, ordered
     #: afresh for each job. Empty means one step per target, in order.
     steps: tuple[Step, ...] = ()
+    #: Job-level requeues after every target failed transiently, the first after ``requeue_delay_s``.
+    requeues: int = 0
+    requeue_delay_s: float = 2.0
+    budget_usd_per_day: float | None = None
+    #: Where jobs go once the day's budget is spent; ``None`` rejects them.
+    downgrade: Target | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +75,7 @@ class Routing:
     config: RoutingConfig
     features: Mapping[str, Feature]
     providers: Mapping[str, EnabledProvider]
+    prices: PriceBook = field(default_factory=lambda: PriceBook({}, {}, {"USD": 1.0}))
     warnings: tuple[str, ...] = field(default=())
 
     def feature_for(self, job_type: str, name: str | None) -> Feature:
@@ -102,10 +110,25 @@ def resolve(config: RoutingConfig, env: Mapping[str, str], options_model: Option
             continue
         enabled[name] = EnabledProvider(provider, {})
     features = {
-        name: _resolve_feature(name, feature, config, enabled, options_model)
+        name: _resolve_feature(name, feature, config, enabled, options_model, warnings)
         for name, feature in config.features.items()
     }
-    return Routing(config, features, enabled, tuple(warnings))
+    return Routing(config, features, enabled, _price_book(config), tuple(warnings))
+
+
+def _price_book(config: RoutingConfig) -> PriceBook:
+    bundled, usd_per = bundled_prices()
+    usd_per = {**usd_per, **config.currencies}
+    own = {}
+    for name, provider in config.providers.items():
+        for model, price in provider.prices.items():
+            if price.currency not in usd_per:
+                raise ConfigError(
+                    f"providers.{name}.prices.{model}.currency: no rate for {price.currency!r}; "
+                    f"add it under [currencies] (USD per {price.currency})"
+                )
+            own[(name, model)] = price
+    return PriceBook(own, bundled, usd_per)
 
 
 def _resolve_feature(
@@ -114,6 +137,7 @@ def _resolve_feature(
     config: RoutingConfig,
     enabled: dict[str, EnabledProvider],
     options_model: OptionsLookup,
+    warnings: list[str],
 ) -> Feature:
     enabled_targets: dict[str, Target] = {}
     for i, text in enumerate(feature.flat_route()):
@@ -155,8 +179,31 @@ def _resolve_feature(
     targets = tuple(target for step in steps for target, _ in step)
     return Feature(
         name, feature.type, feature.lane_name(), targets, feature.timeout_s, feature.deadline_s, retry,
-        fallback_on, tuple(steps),
+        fallback_on, tuple(steps), feature.requeues, feature.requeue_delay_s, feature.budget_usd_per_day,
+        _downgrade(name, feature, config, enabled, options_model, warnings),
     )  # fmt: skip
+
+
+def _downgrade(
+    name: str,
+    feature: FeatureConfig,
+    config: RoutingConfig,
+    enabled: dict[str, EnabledProvider],
+    options_model: OptionsLookup,
+    warnings: list[str],
+) -> Target | None:
+    text = feature.downgrade_target()
+    if text is None:
+        return None
+    provider, _, model = text.partition(":")
+    if options_model(config.providers[provider].kind, feature.type) is None:
+        raise ConfigError(
+            f"features.{name}.on_budget_exceeded: provider {provider!r} has no {feature.type} adapter"
+        )
+    if provider not in enabled:
+        warnings.append(f"features.{name}.on_budget_exceeded: {provider} is disabled; over budget rejects")
+        return None
+    return Target(provider, model)
 
 
 def _steps(feature: FeatureConfig, enabled: dict[str, Target]) -> list[Step]:

@@ -11,6 +11,9 @@ its two flags alone (never by which error it was):
 
 An error with neither flag (a rejected input, a content filter) ends the route at once: another
 provider would refuse the same input.
+
+With :class:`~aijobs.routing.breakers.Breakers`, a target whose breaker is open is skipped (and listed
+as such), and every call's outcome is counted towards its breaker.
 """
 
 from __future__ import annotations
@@ -23,8 +26,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from aijobs.errors import AijobsError, InternalError, ProviderError, ProviderTimeout
+from aijobs import logs
+from aijobs.errors import AijobsError, InternalError, ProviderError, ProviderTimeout, ProviderUnavailable
 from aijobs.providers.base import Adapter, Result
+from aijobs.routing.breakers import Breakers
 from aijobs.routing.policy import Feature, RetryPolicy, Target
 
 log = logging.getLogger(__name__)
@@ -61,13 +66,18 @@ class Outcome:
     result: Result
     target: Target
     attempts: list[Attempt] = field(default_factory=list)
+    #: Targets passed over because their breaker was open.
+    skipped: list[str] = field(default_factory=list)
 
     def route(self) -> dict[str, Any]:
-        return {
+        route: dict[str, Any] = {
             "provider": self.target.provider,
             "model": self.target.model,
             "fallback_path": path(self.attempts),
         }
+        if self.skipped:
+            route["skipped"] = self.skipped
+        return route
 
 
 def path(attempts: list[Attempt]) -> list[str]:
@@ -78,38 +88,82 @@ def path(attempts: list[Attempt]) -> list[str]:
 class RouteFailed(Exception):
     """Every target that was tried failed; ``error`` is the last one, ``attempts`` all of them."""
 
-    def __init__(self, error: AijobsError, attempts: list[Attempt]) -> None:
+    def __init__(self, error: AijobsError, attempts: list[Attempt], skipped: list[str] | None = None) -> None:
         super().__init__(error.message)
         self.error = error
         self.attempts = attempts
+        self.skipped = skipped or []
 
 
 class Router:
     """Runs features' routes over adapters built at startup (keyed by (provider, job type))."""
 
-    def __init__(self, adapters: Mapping[tuple[str, str], Adapter], rng: random.Random | None = None) -> None:
+    def __init__(
+        self,
+        adapters: Mapping[tuple[str, str], Adapter],
+        rng: random.Random | None = None,
+        breakers: Breakers | None = None,
+    ) -> None:
         self._adapters = adapters
         self._random = rng or random.Random()
+        self.breakers = breakers
 
-    async def run(self, feature: Feature, request: Any) -> Outcome:
-        """Try ``feature``'s targets in order; raise :class:`RouteFailed` when none succeeds."""
+    async def run(self, feature: Feature, request: Any, targets: list[Target] | None = None) -> Outcome:
+        """Try ``feature``'s targets (or ``targets``) in order; :class:`RouteFailed` if none succeeds.
+
+        Targets cooling down after a 429 go to the end of the order and are called once their
+        cooldown is over (waiting at most ``retry_after_cap_s``); targets whose breaker is open
+        are skipped.
+        """
         attempts: list[Attempt] = []
+        skipped: list[str] = []
+        deferred: list[tuple[float, Target]] = []
         error: AijobsError | None = None
-        for target in self.order(feature):
-            adapter = self._adapters[(target.provider, feature.type)]
-            for n in range(feature.retry.attempts):
-                if n:
-                    await asyncio.sleep(self.wait_s(feature.retry, n, error))
-                result, error = await self._attempt(adapter, target, feature, request, attempts)
+        for target in targets if targets is not None else self.order(feature):
+            wait_s = await self.breakers.admit(target, feature.timeout_s) if self.breakers else 0.0
+            if wait_s is None:
+                skipped.append(str(target))
+            elif wait_s > 0:
+                deferred.append((time.monotonic() + min(wait_s, feature.retry.retry_after_cap_s), target))
+            else:
+                result, error = await self._run_target(target, feature, request, attempts)
                 if error is None:
-                    return Outcome(result, target, attempts)
-                if not (isinstance(error, ProviderError) and error.retry):
-                    break
-            assert error is not None
+                    return Outcome(result, target, attempts, skipped)
+                if not falls_back(feature, error):
+                    raise RouteFailed(error, attempts, skipped)
+        for ready_at, target in sorted(deferred, key=lambda d: d[0]):
+            await asyncio.sleep(max(0.0, ready_at - time.monotonic()))
+            result, error = await self._run_target(target, feature, request, attempts)
+            if error is None:
+                return Outcome(result, target, attempts, skipped)
             if not falls_back(feature, error):
-                raise RouteFailed(error, attempts)
-        assert error is not None
-        raise RouteFailed(error, attempts)
+                raise RouteFailed(error, attempts, skipped)
+        if error is None:
+            first = Target(*skipped[0].split(":", 1)) if skipped else Target("", "")
+            error = ProviderUnavailable(
+                f"every target of {feature.name!r} has its circuit open: {', '.join(skipped)}",
+                provider=first.provider, model=first.model,
+            )  # fmt: skip
+        raise RouteFailed(error, attempts, skipped)
+
+    async def _run_target(
+        self, target: Target, feature: Feature, request: Any, attempts: list[Attempt]
+    ) -> tuple[Any, AijobsError | None]:
+        """Call ``target`` up to ``attempts`` times while its errors are retryable."""
+        adapter = self._adapters[(target.provider, feature.type)]
+        error: AijobsError | None = None
+        for n in range(feature.retry.attempts):
+            if n:
+                await asyncio.sleep(self.wait_s(feature.retry, n, error))
+            result, error = await self._attempt(adapter, target, feature, request, attempts)
+            if error is None:
+                return result, None
+            if not (isinstance(error, ProviderError) and error.retry) or self._opened(target):
+                break
+        return None, error
+
+    def _opened(self, target: Target) -> bool:
+        return self.breakers is not None and self.breakers.tripped(target)
 
     def order(self, feature: Feature) -> list[Target]:
         """This job's order of targets: the route's, with each weighted group shuffled by its weights.
@@ -143,17 +197,28 @@ class Router:
         attempts.append(attempt)
         started = time.perf_counter()
         try:
-            async with asyncio.timeout(feature.timeout_s):
-                result = await adapter.run(target.model, request)
+            with logs.bind(target=str(target), attempt=len(attempts)):
+                async with asyncio.timeout(feature.timeout_s):
+                    result = await adapter.run(target.model, request)
         except Exception as exc:  # every failure becomes an attempt record, then a decision
             error = _as_error(exc, target, feature.timeout_s)
             attempt.latency_ms = (time.perf_counter() - started) * 1000
             attempt.outcome, attempt.error_code = "error", error.code
             if isinstance(error, ProviderError):
                 attempt.retry_after_s = error.retry_after_s
+            await self._count(target, attempt, error)
             return None, error
         attempt.latency_ms = (time.perf_counter() - started) * 1000
+        await self._count(target, attempt, None)
         return result, None
+
+    async def _count(self, target: Target, attempt: Attempt, error: AijobsError | None) -> None:
+        if self.breakers is None:
+            return
+        try:
+            await self.breakers.record(target, attempt.latency_ms, error)
+        except Exception as exc:  # a Redis blip must not fail a call that already happened
+            log.warning("could not record a call of %s for its breaker: %s", target, exc)
 
 
 def falls_back(feature: Feature, error: AijobsError) -> bool:

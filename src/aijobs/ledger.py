@@ -1,0 +1,169 @@
+"""The ledger: one usage record per finished job, with its attempts, and the aggregates read from it.
+
+A job's ledger entry is written by the same Lua script as its terminal status change
+(:meth:`aijobs.store.JobStore.transition`), so a job is never finished without its record or
+counted twice. The entry is three things:
+
+- the record, appended to the day's stream ``ledger:{day}`` (kept ``records_days``, exported to the
+  blob store as JSONL, see :mod:`aijobs.usage`);
+- counters added to the day's aggregate hash ``usage:{day}`` (kept ``retention_days``) and to the
+  all-time ``usage:total`` (what ``/metrics`` exposes), one *cell* per (tenant, feature, type,
+  provider, model), so any grouping is a sum over cells at read time;
+- the job's estimated cost added to its feature's spend for the day (budgets).
+
+Days are UTC. Counters are plain numbers; latencies are counted in :mod:`aijobs.histogram` buckets.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+
+from aijobs.histogram import bucket_of
+from aijobs.jobs import Job, JobStatus
+
+CELL_SEP = "\x1f"
+METRIC_SEP = "\x1e"
+CELL_FIELDS = ("tenant", "feature", "type", "provider", "model")
+SPEND_TTL_S = 3 * 24 * 3600
+_TOKENS = ("input_tokens", "output_tokens", "cached_tokens", "reasoning_tokens")
+
+
+def day_of(ts_s: float) -> str:
+    """The UTC day of a timestamp, ``YYYY-MM-DD``."""
+    return datetime.fromtimestamp(ts_s, UTC).strftime("%Y-%m-%d")
+
+
+class LedgerKeys:
+    """Redis key names of the ledger."""
+
+    prefix = "aijobs:"
+
+    @classmethod
+    def records(cls, day: str) -> str:
+        return f"{cls.prefix}ledger:{day}"
+
+    @classmethod
+    def usage(cls, day: str) -> str:
+        return f"{cls.prefix}usage:{day}"
+
+    @classmethod
+    def total(cls) -> str:
+        return f"{cls.prefix}usage:total"
+
+    @classmethod
+    def spend(cls, day: str) -> str:
+        return f"{cls.prefix}spend:{day}"
+
+    @classmethod
+    def exported(cls, day: str) -> str:
+        return f"{cls.prefix}ledger-exported:{day}"
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """What one finished job adds to the ledger (see the module docstring)."""
+
+    day: str
+    record: dict[str, Any]
+    increments: list[tuple[str, float]]
+    feature: str
+    cost_usd: float
+
+    def keys(self) -> list[str]:
+        return [
+            LedgerKeys.records(self.day), LedgerKeys.usage(self.day), LedgerKeys.total(),
+            LedgerKeys.spend(self.day),
+        ]  # fmt: skip
+
+    def args(self, records_ttl_s: int, usage_ttl_s: int) -> list[Any]:
+        flat: list[Any] = [orjson.dumps(self.record), records_ttl_s, usage_ttl_s, self.feature]
+        flat += [repr(self.cost_usd), SPEND_TTL_S]
+        for name, amount in self.increments:
+            flat += [name, repr(amount)]
+        return flat
+
+
+def fallback_path(attempts: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The targets tried, in order, each with its number of attempts and its last outcome."""
+    steps: dict[str, dict[str, Any]] = {}
+    for attempt in attempts:
+        target = f"{attempt['provider']}:{attempt['model']}"
+        step = steps.setdefault(target, {"target": target, "attempts": 0})
+        step["attempts"] += 1
+        step["outcome"] = attempt.get("error_code") or attempt.get("outcome", "ok")
+    return list(steps.values())
+
+
+def entry(
+    job: Job,
+    status: JobStatus,
+    *,
+    attempts: list[dict[str, Any]],
+    usage: dict[str, Any] | None = None,
+    target: tuple[str, str] | None = None,
+    error_code: str | None = None,
+    finished_at: float | None = None,
+) -> Entry:
+    """The ledger entry of ``job`` finishing as ``status``.
+
+    ``target`` is the (provider, model) that answered, else the last one tried; ``usage`` carries
+    ``cost_usd`` (``None`` when unknown).
+    """
+    finished_at = finished_at or time.time()
+    usage = usage or {}
+    last = attempts[-1] if attempts else {}
+    provider, model = target or (last.get("provider", ""), last.get("model", ""))
+    path = fallback_path(attempts)
+    started = job.started_at
+    latency_ms = (finished_at - started) * 1000 if started else None
+    cost = usage.get("cost_usd")
+    consumed = any(usage.get(name) for name in (*_TOKENS, "units"))
+    record: dict[str, Any] = {
+        "record": "job", "id": job.id, "tenant": job.tenant, "feature": job.feature, "type": job.type,
+        "lane": job.lane, "status": status.value, "provider": provider, "model": model,
+        "created_at": job.created_at, "started_at": started, "finished_at": finished_at,
+        "queue_ms": _ms(started - job.created_at) if started else None,
+        "latency_ms": round(latency_ms, 3) if latency_ms is not None else None,
+        "total_ms": _ms(finished_at - job.created_at), "ttft_ms": usage.get("ttft_ms"),
+        **{name: int(usage.get(name) or 0) for name in _TOKENS}, "units": float(usage.get("units") or 0),
+        "cost_usd": cost, "cost_known": cost is not None or not consumed, "error_code": error_code,
+        "attempts": len(attempts), "retries": len(attempts) - len(path),
+        "fallbacks": max(0, len(path) - 1), "fallback_path": path, "runs": job.runs,
+        "attempt_records": attempts,
+    }  # fmt: skip
+    cell = CELL_SEP.join((job.tenant, job.feature, job.type, provider, model)) + METRIC_SEP
+    counts: dict[str, float] = {"jobs": 1, f"status:{status.value}": 1}
+    for name in (*_TOKENS, "units"):
+        if record[name]:
+            counts[name] = record[name]
+    if cost:
+        counts["cost_usd"] = cost
+    if not record["cost_known"]:
+        counts["cost_unknown"] = 1
+    if record["retries"]:
+        counts["retries"], counts["retried"] = record["retries"], 1
+    if record["fallbacks"]:
+        counts["fallbacks"], counts["fell_back"] = record["fallbacks"], 1
+    if latency_ms is not None:
+        counts[f"lat:{bucket_of(latency_ms)}"] = 1
+        counts["latency_ms"] = round(latency_ms, 3)
+    increments = [(cell + name, amount) for name, amount in counts.items()]
+    return Entry(day_of(finished_at), record, increments, job.feature, float(cost or 0.0))
+
+
+def _ms(seconds: float) -> float:
+    return round(seconds * 1000, 3)
+
+
+def parse_cell_field(field: str) -> tuple[dict[str, str], str] | None:
+    """A usage hash field back into its cell ({tenant, feature, ...}) and metric name."""
+    cell, sep, metric = field.partition(METRIC_SEP)
+    parts = cell.split(CELL_SEP)
+    if not sep or len(parts) != len(CELL_FIELDS):
+        return None
+    return dict(zip(CELL_FIELDS, parts, strict=True)), metric

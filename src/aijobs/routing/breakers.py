@@ -1,0 +1,249 @@
+"""Circuit breakers per (provider, model), shared by every worker through Redis.
+
+Each target's calls are counted in time buckets (a rolling ``window_s`` in six buckets). A failure
+that leaves the window with at least ``min_calls`` calls and a failure ratio of ``failure_ratio`` or
+more *opens* the breaker: the target is skipped for ``cooldown_s``. Then exactly one caller wins the
+*half-open* probe; its success closes the breaker (and forgets the window), its failure opens it
+again. A 429 with ``Retry-After`` puts the target in *cooldown* until then, after which it is closed
+again with no probe.
+
+Only upstream health counts: timeouts, 5xx, 429s, bad responses, auth and missing models are
+failures; an input the provider refused is a call that worked; errors of our own (a tenant over
+budget, an invalid job) never reach here.
+
+Each process keeps a snapshot of every target's state, refreshed at most every ``refresh_s``, so the
+common path (closed) costs no round trip; each recorded call returns its target's fresh state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from redis.asyncio import Redis
+
+from aijobs.errors import AijobsError, ProviderError
+from aijobs.histogram import bucket_of, quantile
+from aijobs.routing.config import BreakerConfig
+from aijobs.routing.policy import Routing, Target
+from aijobs.scriptbatch import ScriptBatcher
+
+log = logging.getLogger(__name__)
+
+BUCKETS = 6
+FAILURES = frozenset(
+    {
+        "provider_rate_limited", "provider_timeout", "provider_unavailable", "provider_bad_response",
+        "provider_auth", "provider_model_not_found",
+    }
+)  # fmt: skip
+
+# KEYS: state, window buckets (current first)   ARGV: now_ms, failed, lat field, min calls, ratio,
+# cooldown_ms, retry_after_ms, probe, bucket ttl_s, bucket ids (aligned with KEYS[2..])
+_RECORD = """
+local now = tonumber(ARGV[1])
+local nb = #KEYS - 1
+redis.call('HINCRBY', KEYS[2], 'calls', 1)
+if ARGV[2] == '1' then redis.call('HINCRBY', KEYS[2], 'fails', 1) end
+redis.call('HINCRBY', KEYS[2], ARGV[3], 1)
+redis.call('EXPIRE', KEYS[2], ARGV[9])
+local state = redis.call('HGET', KEYS[1], 'state') or 'closed'
+local until_ms = tonumber(redis.call('HGET', KEYS[1], 'until') or '0')
+local function open()
+  state, until_ms = 'open', now + tonumber(ARGV[6])
+  redis.call('HINCRBY', KEYS[1], 'opened', 1)
+end
+if ARGV[8] == '1' then
+  redis.call('HDEL', KEYS[1], 'probe_until')
+  if ARGV[2] == '1' then open() else
+    state, until_ms = 'closed', 0
+    redis.call('HSET', KEYS[1], 'reset', ARGV[10])
+  end
+elseif tonumber(ARGV[7]) > 0 then
+  if not (state == 'open' and until_ms > now) then
+    state, until_ms = 'cooldown', math.max(until_ms, now + tonumber(ARGV[7]))
+  end
+elseif ARGV[2] == '1' and state ~= 'open' then
+  local reset = tonumber(redis.call('HGET', KEYS[1], 'reset') or '0')
+  local calls, fails = 0, 0
+  for i = 1, nb do
+    if tonumber(ARGV[9 + i]) >= reset then
+      local c, f = unpack(redis.call('HMGET', KEYS[i + 1], 'calls', 'fails'))
+      calls, fails = calls + tonumber(c or '0'), fails + tonumber(f or '0')
+    end
+  end
+  if calls >= tonumber(ARGV[4]) and fails / calls >= tonumber(ARGV[5]) then open() end
+end
+redis.call('HSET', KEYS[1], 'state', state, 'until', until_ms)
+return {state, tostring(until_ms)}
+"""
+
+# KEYS: state   ARGV: now_ms, probe ms.  1 when the caller may call the target (and, if the
+# breaker was open, now holds its one half-open probe).
+_ALLOW = """
+local now = tonumber(ARGV[1])
+local state = redis.call('HGET', KEYS[1], 'state') or 'closed'
+local until_ms = tonumber(redis.call('HGET', KEYS[1], 'until') or '0')
+if state == 'closed' then return 1 end
+if until_ms > now then return 0 end
+if state == 'cooldown' then return 1 end
+if tonumber(redis.call('HGET', KEYS[1], 'probe_until') or '0') > now then return 0 end
+redis.call('HSET', KEYS[1], 'probe_until', now + tonumber(ARGV[2]))
+return 2
+"""
+
+
+@dataclass(slots=True)
+class Snapshot:
+    state: str = "closed"
+    until_s: float = 0.0
+
+
+def all_targets(routing: Routing) -> list[Target]:
+    """Every target a feature may call: its route and its budget downgrade."""
+    return [t for f in routing.features.values() for t in (*f.targets, *filter(None, [f.downgrade]))]
+
+
+def counts_as_failure(error: AijobsError | None) -> bool:
+    return isinstance(error, ProviderError) and error.code in FAILURES
+
+
+class Breakers:
+    """The breakers of ``targets``, over ``redis``, configured by ``config``."""
+
+    prefix = "aijobs:breaker:"
+
+    def __init__(self, redis: Redis, config: BreakerConfig, targets: list[Target]) -> None:
+        self.redis = redis
+        self.config = config
+        self.targets = sorted(set(targets), key=str)
+        self._bucket_s = config.window_s / BUCKETS
+        self._record = ScriptBatcher(redis, redis.register_script(_RECORD))
+        self._allow = redis.register_script(_ALLOW)
+        self._snapshot: dict[Target, Snapshot] = {}
+        self._refreshed_at = float("-inf")
+        self._refreshing: asyncio.Task[None] | None = None
+        self._probes: set[Target] = set()
+
+    def _state_key(self, target: Target) -> str:
+        return f"{self.prefix}{target}"
+
+    def _bucket_keys(self, target: Target, now_s: float) -> tuple[list[str], list[int]]:
+        current = int(now_s // self._bucket_s)
+        ids = [current - i for i in range(BUCKETS)]
+        return [f"{self.prefix}{target}:{i}" for i in ids], ids
+
+    async def admit(self, target: Target, probe_timeout_s: float) -> float | None:
+        """When ``target`` may be called: ``0.0`` now, ``None`` not in this job, else in that many seconds.
+
+        A target cooling down after a 429 is admitted after its Retry-After (callers try it last, so
+        a cooldown never fails a job that could wait); an open breaker's target is not admitted,
+        unless this call takes its one half-open probe (see :meth:`record`).
+        """
+        if time.monotonic() - self._refreshed_at > self.config.refresh_s:
+            try:
+                await self.refresh()
+            except Exception as exc:  # without Redis, the last known state (or closed) decides
+                log.warning("could not refresh breaker states: %s", exc)
+                self._refreshed_at = time.monotonic()
+        snap = self._snapshot.get(target)
+        if snap is None or snap.state == "closed":
+            return 0.0
+        now_s = time.time()
+        if snap.until_s > now_s:
+            return snap.until_s - now_s if snap.state == "cooldown" else None
+        args = [int(now_s * 1000), int(probe_timeout_s * 1000)]
+        try:
+            verdict = await self._allow(keys=[self._state_key(target)], args=args)
+        except Exception as exc:
+            log.warning("could not take the half-open probe of %s: %s", target, exc)
+            return None
+        if verdict == 2:
+            self._probes.add(target)
+        return 0.0 if verdict else None
+
+    def tripped(self, target: Target) -> bool:
+        """Whether ``target``'s breaker opened (a 429 cooldown is not: a retry already waits it out)."""
+        snap = self._snapshot.get(target)
+        return snap is not None and snap.state == "open" and snap.until_s > time.time()
+
+    async def record(self, target: Target, latency_ms: float, error: AijobsError | None) -> None:
+        """Count one finished call of ``target``; ``error`` is ``None`` for a success."""
+        if error is not None and not isinstance(error, ProviderError):
+            return
+        failed = counts_as_failure(error)
+        limited = isinstance(error, ProviderError) and error.code == "provider_rate_limited"
+        retry_after_s = (error.retry_after_s or 0) if limited and isinstance(error, ProviderError) else 0
+        probe = target in self._probes
+        self._probes.discard(target)
+        now_s = time.time()
+        keys, ids = self._bucket_keys(target, now_s)
+        args: list[Any] = [
+            int(now_s * 1000), int(failed), f"lat:{bucket_of(latency_ms)}", self.config.min_calls,
+            self.config.failure_ratio, int(self.config.cooldown_s * 1000),
+            int(retry_after_s * 1000),
+            int(probe), int(self.config.window_s + self._bucket_s), *ids,
+        ]  # fmt: skip
+        state, until_ms = await self._record([self._state_key(target), *keys], args)
+        self._snapshot[target] = Snapshot(state.decode(), int(until_ms) / 1000)
+
+    async def refresh(self) -> None:
+        """Read every target's state (one round trip; concurrent callers share it)."""
+        if self._refreshing is None or self._refreshing.done():
+            self._refreshing = asyncio.create_task(self._read_states())
+        await asyncio.shield(self._refreshing)
+
+    async def _read_states(self) -> None:
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for target in self.targets:
+                pipe.hmget(self._state_key(target), ["state", "until"])
+            rows = await pipe.execute()
+        for target, (state, until_ms) in zip(self.targets, rows, strict=True):
+            self._snapshot[target] = Snapshot((state or b"closed").decode(), int(until_ms or 0) / 1000)
+        self._refreshed_at = time.monotonic()
+
+    async def status(self) -> list[dict[str, Any]]:
+        """Every target's state, with its window's calls, error rate and p50 latency."""
+        now_s = time.time()
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for target in self.targets:
+                pipe.hgetall(self._state_key(target))
+                for key in self._bucket_keys(target, now_s)[0]:
+                    pipe.hgetall(key)
+            rows = await pipe.execute()
+        out = []
+        for i, target in enumerate(self.targets):
+            state_row, *buckets = rows[i * (BUCKETS + 1) : (i + 1) * (BUCKETS + 1)]
+            out.append(_describe(target, state_row, buckets, now_s))
+        return out
+
+
+def _describe(
+    target: Target, state_row: dict[bytes, bytes], buckets: list[dict[bytes, bytes]], now_s: float
+) -> dict[str, Any]:
+    state = state_row.get(b"state", b"closed").decode()
+    until_s = int(state_row.get(b"until", b"0")) / 1000
+    if state == "open" and until_s <= now_s:
+        state = "half_open"
+    elif state == "cooldown" and until_s <= now_s:
+        state = "closed"
+    calls = fails = 0
+    latencies: dict[int, float] = {}
+    for bucket in buckets:
+        for name, value in bucket.items():
+            key = name.decode()
+            if key == "calls":
+                calls += int(value)
+            elif key == "fails":
+                fails += int(value)
+            elif key.startswith("lat:"):
+                latencies[int(key[4:])] = latencies.get(int(key[4:]), 0) + int(value)
+    return {
+        "provider": target.provider, "model": target.model, "target": str(target), "state": state,
+        "until": until_s if state in ("open", "cooldown") else None, "window_calls": calls,
+        "error_rate": round(fails / calls, 4) if calls else None, "p50_latency_ms": quantile(latencies, 0.5),
+        "times_opened": int(state_row.get(b"opened", b"0")),
+    }  # fmt: skip
