@@ -2,6 +2,7 @@
 
 (a) ``POST /v1/jobs`` p50/p99 at fixed offered rates (API + Redis, no worker competing).
 (b) end-to-end chat jobs/s: HTTP → API → Redis → one worker → simulator (zero latency) → succeeded.
+(b0) the same with the worker's breakers, ledger and budgets taken out; (b)/(b0) is their cost.
 (c) raw arq no-op jobs/s drained by one worker on the same Redis: the upstream we build on; (b)/(c).
 (d) 5,000 in-flight simulator jobs of 1 s each on one worker: wall time and the worker's peak RSS.
 """
@@ -47,11 +48,12 @@ def measure_submit(
     return rows
 
 
-def measure_end_to_end(redis_url: str, data_dir: Path, jobs: int) -> dict[str, Any]:
+def measure_end_to_end(redis_url: str, data_dir: Path, jobs: int, bare: bool = False) -> dict[str, Any]:
     key = asyncio.run(dev_key(redis_url))
+    command = ["bench.bare_worker"] if bare else ["worker", "--lanes", "interactive"]
     with (
         harness.api(redis_url, data_dir) as (url, env, _),
-        harness.processes((["worker", "--lanes", "interactive"], env)) as (worker,),
+        harness.processes((command, env)) as (worker,),
     ):
         time.sleep(1.0)  # the worker connects and starts polling
         result = asyncio.run(pipeline.end_to_end(url, key, redis_url, jobs))
@@ -86,6 +88,7 @@ def main() -> int:
     phases: dict[str, Callable[[str, Path], Any]] = {
         "submit": lambda url, d: measure_submit(url, d, [100, 200, 500, 1000, 2000], 4 * scale),
         "end_to_end": lambda url, d: measure_end_to_end(url, d, int(4000 * scale)),
+        "end_to_end_bare": lambda url, d: measure_end_to_end(url, d, int(4000 * scale), bare=True),
         "arq_noop": lambda url, d: measure_arq(url, int(4000 * scale)),
         "in_flight": lambda url, d: measure_in_flight(url, d, int(5000 * scale)),
     }
@@ -98,6 +101,9 @@ def main() -> int:
             results[name] = measure(redis_url, Path(tmp))
     results["ratio_e2e_over_arq"] = round(
         results["end_to_end"]["jobs_per_s"] / results["arq_noop"]["jobs_per_s"], 2
+    )
+    results["ratio_e2e_over_bare"] = round(
+        results["end_to_end"]["jobs_per_s"] / results["end_to_end_bare"]["jobs_per_s"], 3
     )
     report(results)
     RESULTS.mkdir(exist_ok=True)
@@ -131,6 +137,11 @@ def report(results: dict[str, Any]) -> None:
     print("\n(b) end to end, HTTP → API → Redis → worker → sim(0 ms) → succeeded, one worker")
     print(f"    {e2e['jobs']} jobs in {e2e['total_s']} s = {e2e['jobs_per_s']} jobs/s")
     print(f"    (submitting took {e2e['submit_s']} s); worker peak RSS {e2e['worker_peak_rss_mb']} MiB")
+    bare = results["end_to_end_bare"]
+    print("(b0) the same without breakers, ledger and budgets in the worker")
+    print(f"    {bare['jobs']} jobs in {bare['total_s']} s = {bare['jobs_per_s']} jobs/s")
+    overhead = 1 - results["ratio_e2e_over_bare"]
+    print(f"    routing + ledger + metrics cost {overhead:.1%} of jobs/s  (target <= 15%)")
     print("(c) raw arq no-op jobs drained by one worker, same lane settings")
     print(f"    {arq['jobs']} jobs in {arq['drain_s']} s = {arq['jobs_per_s']} jobs/s")
     print(f"    (b)/(c) = {results['ratio_e2e_over_arq']}  (target >= 0.5)")

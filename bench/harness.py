@@ -47,7 +47,12 @@ def base_env(redis_url: str, data_dir: Path, port: int) -> dict[str, str]:
 
 
 def spawn(args: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
-    command = [sys.executable, "-m", "aijobs", *args]
+    """``python -m aijobs ARGS``, or ``python -m bench.x ARGS`` when the first argument names one."""
+    command = (
+        [sys.executable, "-m", *args]
+        if args[0].startswith("bench.")
+        else [sys.executable, "-m", "aijobs", *args]
+    )
     return subprocess.Popen(command, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 

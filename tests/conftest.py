@@ -101,6 +101,13 @@ route = ["deepseek:deepseek-chat"]
 type = "chat"
 route = ["anthropic:claude-sonnet-4-5"]
 
+[features.streamed-chat]
+type = "chat"
+route = ["deepseek:deepseek-chat", "anthropic:claude-sonnet-4-5"]
+attempts = 1
+timeout_s = 5
+ttft_timeout_s = 0.5
+
 # A second llmock serving 10% 429s and 10% 500s at random (the chaos test).
 [providers.chaos-deepseek]
 kind = "openai"

@@ -6,7 +6,11 @@ import asyncio
 import time
 
 import httpx2
+import orjson
+from redis.asyncio import Redis
 
+from aijobs.ledger import LedgerKeys, day_of
+from tests.conftest import Service
 from tests.helpers import chat, run
 
 
@@ -39,7 +43,7 @@ async def test_usage_rejects_bad_parameters_by_name(client: httpx2.AsyncClient) 
         assert response.status_code == 422 and response.json()["error"]["param"] == param
 
 
-async def test_usage_is_scoped_to_the_callers_tenant(client: httpx2.AsyncClient, service) -> None:  # type: ignore[no-untyped-def]
+async def test_usage_is_scoped_to_the_callers_tenant(client: httpx2.AsyncClient, service: Service) -> None:
     await run(client, chat("mine", feature="support-chat"))
     async with httpx2.AsyncClient(base_url=service.url, headers=service.headers(service.other_key)) as other:
         response = await other.get("/v1/usage", params={"group_by": "tenant"})
@@ -97,3 +101,29 @@ async def test_metrics_expose_jobs_latency_cost_queues_and_breakers(client: http
     )
     assert 'aijobs_breaker_state{provider="sim",model="fast"} 0' in text
     assert "acme" not in text  # tenants are never labels
+
+
+async def test_a_slow_first_token_moves_the_job_on_and_ttft_is_recorded(
+    client: httpx2.AsyncClient,
+    llmock_url: str,
+    service: Service,
+) -> None:
+    async with httpx2.AsyncClient(base_url=llmock_url) as admin:
+        await admin.post("/_llmock/reset")
+        slow = {"type": "slow_first_token", "seconds": 2, "times": 1, "match": {"model": "deepseek-chat"}}
+        await admin.post("/_llmock/scenario", json={"behaviors": [slow]})
+    job = await run(client, chat("stream it", feature="streamed-chat"))
+    assert job["status"] == "succeeded" and job["route"]["provider"] == "anthropic"
+    first, second = job["attempts"]
+    assert first["error_code"] == "provider_timeout" and first["latency_ms"] < 1500
+    assert second["ttft_ms"] is not None and second["ttft_ms"] <= second["latency_ms"]
+    redis = Redis.from_url(service.env["REDIS_URL"])
+    try:
+        rows = await redis.xrevrange(LedgerKeys.records(day_of(time.time())), count=50)
+    finally:
+        await redis.aclose()
+    record = next(orjson.loads(f[b"r"]) for _, f in rows if orjson.loads(f[b"r"])["id"] == job["id"])
+    assert record["ttft_ms"] == second["ttft_ms"] and record["fallbacks"] == 1
+    assert [step["target"] for step in record["fallback_path"]] == [
+        "deepseek:deepseek-chat", "anthropic:claude-sonnet-4-5",
+    ]  # fmt: skip

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import random
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx2
+import orjson
 import pytest
 
 from aijobs.errors import ProviderRateLimited, ProviderUnavailable
@@ -14,8 +16,8 @@ from aijobs.providers.base import ProviderContext
 from aijobs.providers.registry import ADAPTERS
 from aijobs.routing.config import ProviderConfig
 from aijobs.routing.policy import Feature, RetryPolicy, Target
-from aijobs.routing.router import RouteFailed, Router
-from aijobs.types.chat import ChatInput
+from aijobs.routing.router import Outcome, RouteFailed, Router
+from aijobs.types.chat import ChatInput, ChatResult
 
 CHAT = ChatInput.model_validate({"messages": [{"role": "user", "content": "hello"}]})
 FAST = RetryPolicy(attempts=2, backoff_base_s=0.05, backoff_cap_s=0.1, retry_after_cap_s=5)
@@ -96,3 +98,69 @@ def test_waits_use_full_jitter_and_never_undercut_retry_after() -> None:
     assert router.wait_s(policy, 1, ProviderRateLimited("x", provider="p", model="m", retry_after_s=7)) >= 7
     capped = ProviderRateLimited("x", provider="p", model="m", retry_after_s=3600)
     assert router.wait_s(policy, 1, capped) == 30
+
+
+def answer(outcome: Outcome) -> ChatResult:
+    assert isinstance(outcome.result, ChatResult)
+    return outcome.result
+
+
+def streamed(ttft_timeout_s: float = 0.3) -> Feature:
+    targets = (Target("first", "deepseek-chat"), Target("second", "deepseek-chat"))
+    return Feature("f", "chat", "interactive", targets, 5.0, None, FAST, ttft_timeout_s=ttft_timeout_s)
+
+
+async def test_a_slow_first_token_times_out_and_falls_back(router: Router, llmock_url: str) -> None:
+    await faults(llmock_url, {"type": "slow_first_token", "seconds": 1.5, "times": 2})
+    started = time.monotonic()
+    outcome = await router.run(streamed(), CHAT)
+    assert outcomes(outcome.attempts) == [
+        ("first", "provider_timeout"),
+        ("first", "provider_timeout"),
+        ("second", None),
+    ]
+    assert time.monotonic() - started < 1.4  # neither slow stream was waited out
+    last = outcome.attempts[-1]
+    assert last.ttft_ms is not None and 0 < last.ttft_ms <= last.latency_ms
+
+
+async def test_a_streamed_answer_assembles_like_a_whole_one(router: Router, llmock_url: str) -> None:
+    whole = await router.run(feature(), CHAT)
+    streamed_answer = await router.run(streamed(ttft_timeout_s=2.0), CHAT)
+    assert answer(streamed_answer).message.content and not answer(streamed_answer).usage.estimated
+    assert answer(streamed_answer).finish_reason == answer(whole).finish_reason
+    assert answer(streamed_answer).usage.input_tokens == answer(whole).usage.input_tokens
+
+
+async def test_streamed_tool_calls_are_reassembled(router: Router, llmock_url: str) -> None:
+    tools = [
+        {
+            "type": "function",
+            "function": {
+                "name": "get_weather",
+                "parameters": {"type": "object", "properties": {"city": {"type": "string"}}},
+            },
+        }
+    ]
+    request = ChatInput.model_validate(
+        {
+            "messages": [{"role": "user", "content": "weather in Paris?"}],
+            "tools": tools,
+            "tool_choice": "required",
+        }
+    )
+    whole = await router.run(feature(), request)
+    streamed_answer = await router.run(streamed(ttft_timeout_s=2.0), request)
+    expected = answer(whole).message.tool_calls
+    assert expected, "llmock answers tool_choice=required with a call"
+    calls = answer(streamed_answer).message.tool_calls
+    assert calls and [c.function.name for c in calls] == [c.function.name for c in expected]
+    assert all(orjson.loads(c.function.arguments) is not None for c in calls)
+    assert answer(streamed_answer).finish_reason == "tool_calls"
+
+
+async def test_an_upstream_error_on_a_stream_is_the_same_error(router: Router, llmock_url: str) -> None:
+    await faults(llmock_url, {"type": "fail", "status": 429, "retry_after": 0.1, "times": 1})
+    outcome = await router.run(streamed(ttft_timeout_s=2.0), CHAT)
+    assert outcomes(outcome.attempts) == [("first", "provider_rate_limited"), ("first", None)]
+    assert outcome.attempts[0].retry_after_s is not None

@@ -129,7 +129,7 @@ def entry(
         "created_at": job.created_at, "started_at": started, "finished_at": finished_at,
         "queue_ms": _ms(started - job.created_at) if started else None,
         "latency_ms": round(latency_ms, 3) if latency_ms is not None else None,
-        "total_ms": _ms(finished_at - job.created_at), "ttft_ms": usage.get("ttft_ms"),
+        "total_ms": _ms(finished_at - job.created_at), "ttft_ms": last.get("ttft_ms"),
         **{name: int(usage.get(name) or 0) for name in _TOKENS}, "units": float(usage.get("units") or 0),
         "cost_usd": cost, "cost_known": cost is not None or not consumed, "error_code": error_code,
         "attempts": len(attempts), "retries": len(attempts) - len(path),

@@ -91,6 +91,8 @@ class Runtime:
         return cls(settings, routing, redis, store, queue, blobs, http, router, budgets)
 
     async def close(self) -> None:
+        if self.router.breakers is not None:
+            await self.router.breakers.flush()
         await self.http.aclose()
         await self.blobs.close()
         await self.queue.close()

@@ -282,3 +282,36 @@ async def test_errors_inside_a_200_answer(
         with pytest.raises(ProviderError) as caught:
             await adapter(target, base + "/v1", http).run("m", CHAT)
     assert caught.value.code == code
+
+
+STREAMING = [t for t in TARGETS if hasattr(ADAPTERS[(t.kind, t.job_type)], "run_streaming")]
+
+
+@pytest.fixture(params=STREAMING, ids=[t.name for t in STREAMING])
+def streaming_target(request: pytest.FixtureRequest) -> Target:
+    chosen: Target = request.param
+    return chosen
+
+
+async def test_a_streamed_answer_meets_the_same_contract(
+    streaming_target: Target, llmock_url: str, http: httpx2.AsyncClient
+) -> None:
+    target = streaming_target
+    await scenario(llmock_url)
+    first_tokens: list[int] = []
+    chat = adapter(target, llmock_url + target.path, http)
+    result = await chat.run_streaming(target.model, target.request, lambda: first_tokens.append(1))  # type: ignore[attr-defined]
+    target.check(result)
+    assert first_tokens == [1]
+
+
+@pytest.mark.parametrize(("behavior", "code"), [CASES[0], CASES[7], CASES[8]], ids=["400", "429", "500"])
+async def test_a_refused_stream_maps_to_the_same_codes(
+    streaming_target: Target, llmock_url: str, http: httpx2.AsyncClient, behavior: dict[str, Any], code: str
+) -> None:
+    target = streaming_target
+    await scenario(llmock_url, behavior)
+    chat = adapter(target, llmock_url + target.path, http)
+    with pytest.raises(ProviderError) as caught:
+        await chat.run_streaming(target.model, target.request, lambda: None)  # type: ignore[attr-defined]
+    assert caught.value.code == code and caught.value.status == behavior["status"]

@@ -20,8 +20,9 @@ import orjson
 from pydantic import BaseModel
 
 from aijobs.errors import ProviderBadResponse
-from aijobs.providers import http
+from aijobs.providers import http, sse
 from aijobs.providers.base import NoOptions, ProviderContext
+from aijobs.providers.sse import FirstToken
 from aijobs.tokens import count_tokens
 from aijobs.types.chat import (
     AssistantMessage,
@@ -66,6 +67,24 @@ class AnthropicChat:
             self.context, self.url, messages_body(model, request), model=model, headers=self.headers,
             timeouts=self.timeouts,
         )  # fmt: skip
+        return self._result(model, data)
+
+    async def run_streaming(self, model: str, request: ChatInput, on_first_token: FirstToken) -> ChatResult:
+        """The same answer, streamed as Messages API events and assembled into one message."""
+        body = {**messages_body(model, request), "stream": True}
+        message: dict[str, Any] = {"content": [], "usage": {}}
+        partial_json: dict[int, list[str]] = {}
+        events = sse.stream_json(
+            self.context, self.url, body, model=model, headers=self.headers, timeouts=self.timeouts
+        )
+        async for event in events:
+            if _merge_event(message, partial_json, http.as_dict(event)):
+                on_first_token()
+        for index, parts in partial_json.items():
+            message["content"][index]["input"] = orjson.loads("".join(parts) or "{}")
+        return self._result(model, message)
+
+    def _result(self, model: str, data: Any) -> ChatResult:
         try:
             return parse_message(data, model)
         except (KeyError, TypeError, ValueError, AttributeError):
@@ -73,6 +92,36 @@ class AnthropicChat:
                 f"{self.context.name} {model}: the answer is not a Messages API message",
                 provider=self.context.name, model=model, status=200, body=orjson.dumps(data).decode(),
             ) from None  # fmt: skip
+
+
+def _merge_event(message: dict[str, Any], partial_json: dict[int, list[str]], event: dict[str, Any]) -> bool:
+    """Fold one stream event into ``message``; ``True`` when it carried the answer's first token."""
+    kind = event.get("type")
+    if kind == "message_start":
+        start = http.as_dict(event.get("message"))
+        message.update({k: v for k, v in start.items() if k not in ("content", "usage")})
+        message["usage"].update(http.as_dict(start.get("usage")))
+    elif kind == "content_block_start":
+        block = dict(http.as_dict(event.get("content_block")))
+        message["content"].append(block)
+        if block.get("type") == "tool_use":
+            partial_json[len(message["content"]) - 1] = []
+            return len(message["content"]) == 1
+    elif kind == "content_block_delta":
+        index, delta = int(event.get("index") or 0), http.as_dict(event.get("delta"))
+        block = message["content"][index]
+        if delta.get("type") == "input_json_delta":
+            partial_json.setdefault(index, []).append(str(delta.get("partial_json") or ""))
+            return False
+        for name in ("text", "thinking", "signature"):
+            if name in delta:
+                first = not any(b.get("text") or b.get("thinking") for b in message["content"])
+                block[name] = block.get(name, "") + str(delta[name])
+                return first and name != "signature"
+    elif kind == "message_delta":
+        message.update(http.as_dict(event.get("delta")))
+        message["usage"].update(http.as_dict(event.get("usage")))
+    return False
 
 
 def messages_body(model: str, request: ChatInput) -> dict[str, Any]:

@@ -22,8 +22,9 @@ import orjson
 from pydantic import BaseModel
 
 from aijobs.errors import ProviderBadResponse, ProviderContentFiltered
-from aijobs.providers import http
+from aijobs.providers import http, sse
 from aijobs.providers.base import NoOptions, ProviderContext, embed_in_batches
+from aijobs.providers.sse import FirstToken
 from aijobs.tokens import count_tokens
 from aijobs.types.chat import (
     AssistantMessage,
@@ -75,10 +76,42 @@ class _GeminiKind:
 
 
 class GeminiChat(_GeminiKind):
-    """``:generateContent``."""
+    """``:generateContent``, or ``:streamGenerateContent?alt=sse`` when streamed."""
 
     async def run(self, model: str, request: ChatInput) -> ChatResult:
         data = await self._call(model, "generateContent", content_body(request))
+        return self._result(model, request, data)
+
+    async def run_streaming(self, model: str, request: ChatInput, on_first_token: FirstToken) -> ChatResult:
+        """The same answer, streamed; the chunks' parts are joined into one response."""
+        url = f"{self.base_url}{model}:streamGenerateContent?alt=sse"
+        merged: dict[str, Any] = {}
+        parts: list[dict[str, Any]] = []
+        events = sse.stream_json(
+            self.context,
+            url,
+            content_body(request),
+            model=model,
+            headers=self.headers,
+            timeouts=self.timeouts,
+        )
+        async for chunk in events:
+            chunk = http.as_dict(chunk)
+            candidates = chunk.get("candidates") or [{}]
+            candidate = http.as_dict(candidates[0])
+            new_parts = http.as_dict(candidate.get("content")).get("parts") or []
+            if new_parts and not parts:
+                on_first_token()
+            parts.extend(p for p in new_parts if isinstance(p, dict))
+            merged.update({k: v for k, v in chunk.items() if k != "candidates"})
+            if candidate.get("finishReason"):
+                merged["finishReason"] = candidate["finishReason"]
+        if parts or "finishReason" in merged:
+            finish = merged.pop("finishReason", None)
+            merged["candidates"] = [{"content": {"role": "model", "parts": parts}, "finishReason": finish}]
+        return self._result(model, request, merged)
+
+    def _result(self, model: str, request: ChatInput, data: Any) -> ChatResult:
         if not isinstance(data, dict):
             raise self._bad(model, "the answer is not an object", data)
         blocked = (data.get("promptFeedback") or {}).get("blockReason")

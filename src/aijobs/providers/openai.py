@@ -13,9 +13,10 @@ import orjson
 from pydantic import BaseModel
 
 from aijobs.errors import ProviderBadResponse, ProviderUnavailable
-from aijobs.providers import http
+from aijobs.providers import http, sse
 from aijobs.providers.base import NoOptions, ProviderContext, embed_in_batches
 from aijobs.providers.presets import Preset, preset_for
+from aijobs.providers.sse import FirstToken
 from aijobs.tokens import count_tokens
 from aijobs.types.chat import AssistantMessage, ChatInput, ChatResult, FinishReason, FunctionCall, ToolCall
 from aijobs.types.common import Usage
@@ -68,10 +69,26 @@ class _OpenAIKind:
 
 
 class OpenAIChat(_OpenAIKind):
-    """``POST {base_url}/chat/completions``."""
+    """``POST {base_url}/chat/completions``, whole or streamed."""
 
     async def run(self, model: str, request: ChatInput) -> ChatResult:
         data = await self._post("/chat/completions", model, self.body(model, request))
+        return self._result(model, request, data)
+
+    async def run_streaming(self, model: str, request: ChatInput, on_first_token: FirstToken) -> ChatResult:
+        """The same answer, streamed (``stream: true``) and assembled chunk by chunk."""
+        body = {**self.body(model, request), "stream": True, "stream_options": {"include_usage": True}}
+        assembled = _Assembly()
+        events = sse.stream_json(
+            self.context, self.base_url + "/chat/completions", body, model=model, headers=self.headers,
+            timeouts=self.timeouts,
+        )  # fmt: skip
+        async for chunk in events:
+            if assembled.add(chunk):
+                on_first_token()
+        return self._result(model, request, assembled.wire())
+
+    def _result(self, model: str, request: ChatInput, data: Any) -> ChatResult:
         try:
             choice = data["choices"][0]
             wire = choice["message"]
@@ -107,6 +124,58 @@ class OpenAIChat(_OpenAIKind):
         if fmt and fmt["type"] == "json_schema" and not self.preset.json_schema:
             body["response_format"] = {"type": "json_object"}
         return body
+
+
+class _Assembly:
+    """Streamed chunks merged into the shape of a whole ``chat.completion``."""
+
+    def __init__(self) -> None:
+        self.content: list[str] = []
+        self.reasoning: list[str] = []
+        self.tool_calls: dict[int, dict[str, Any]] = {}
+        self.finish_reason: str | None = None
+        self.usage: Any = None
+        self.model: str | None = None
+
+    def add(self, chunk: Any) -> bool:
+        """Merge one chunk; ``True`` when it carried the answer's first token."""
+        first = not (self.content or self.reasoning or self.tool_calls)
+        if not isinstance(chunk, dict):
+            return False
+        self.model = chunk.get("model") or self.model
+        self.usage = chunk.get("usage") or self.usage
+        for choice in chunk.get("choices") or []:
+            if not isinstance(choice, dict) or choice.get("index", 0) != 0:
+                continue
+            self.finish_reason = choice.get("finish_reason") or self.finish_reason
+            delta = http.as_dict(choice.get("delta"))
+            if delta.get("content"):
+                self.content.append(str(_text(delta["content"]) or ""))
+            reasoning = delta.get("reasoning_content") or delta.get("reasoning")
+            if reasoning:
+                self.reasoning.append(str(_text(reasoning) or ""))
+            for call in delta.get("tool_calls") or []:
+                self._add_call(http.as_dict(call))
+        return first and bool(self.content or self.reasoning or self.tool_calls)
+
+    def _add_call(self, call: dict[str, Any]) -> None:
+        slot = self.tool_calls.setdefault(int(call.get("index") or 0), {"function": {"arguments": ""}})
+        if call.get("id"):
+            slot["id"] = call["id"]
+        function = http.as_dict(call.get("function"))
+        if function.get("name"):
+            slot["function"]["name"] = function["name"]
+        if function.get("arguments"):
+            slot["function"]["arguments"] += function["arguments"]
+
+    def wire(self) -> dict[str, Any]:
+        message: dict[str, Any] = {"content": "".join(self.content) or None}
+        if self.reasoning:
+            message["reasoning_content"] = "".join(self.reasoning)
+        if self.tool_calls:
+            message["tool_calls"] = [self.tool_calls[i] for i in sorted(self.tool_calls)]
+        choice = {"message": message, "finish_reason": self.finish_reason}
+        return {"choices": [choice], "usage": self.usage, "model": self.model}
 
 
 def _text(value: Any) -> str | None:

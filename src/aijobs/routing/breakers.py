@@ -12,7 +12,8 @@ failures; an input the provider refused is a call that worked; errors of our own
 budget, an invalid job) never reach here.
 
 Each process keeps a snapshot of every target's state, refreshed at most every ``refresh_s``, so the
-common path (closed) costs no round trip; each recorded call returns its target's fresh state.
+common path (closed) costs no round trip. Healthy calls are counted in one batched write every
+``FLUSH_S``; a failure is counted at once, and its script returns the target's fresh state.
 """
 
 from __future__ import annotations
@@ -34,6 +35,8 @@ from aijobs.scriptbatch import ScriptBatcher
 log = logging.getLogger(__name__)
 
 BUCKETS = 6
+#: Healthy calls are counted in batches this often; failures are counted (and judged) at once.
+FLUSH_S = 0.2
 FAILURES = frozenset(
     {
         "provider_rate_limited", "provider_timeout", "provider_unavailable", "provider_bad_response",
@@ -127,6 +130,8 @@ class Breakers:
         self._refreshed_at = float("-inf")
         self._refreshing: asyncio.Task[None] | None = None
         self._probes: set[Target] = set()
+        self._unflushed: dict[str, dict[str, int]] = {}
+        self._flushing: asyncio.Task[None] | None = None
 
     def _state_key(self, target: Target) -> str:
         return f"{self.prefix}{target}"
@@ -180,6 +185,9 @@ class Breakers:
         probe = target in self._probes
         self._probes.discard(target)
         now_s = time.time()
+        if not (failed or probe or retry_after_s):
+            self._count_later(target, now_s, latency_ms)
+            return
         keys, ids = self._bucket_keys(target, now_s)
         args: list[Any] = [
             int(now_s * 1000), int(failed), f"lat:{bucket_of(latency_ms)}", self.config.min_calls,
@@ -189,6 +197,36 @@ class Breakers:
         ]  # fmt: skip
         state, until_ms = await self._record([self._state_key(target), *keys], args)
         self._snapshot[target] = Snapshot(state.decode(), int(until_ms) / 1000)
+
+    def _count_later(self, target: Target, now_s: float, latency_ms: float) -> None:
+        """Add a healthy call to the next batched flush: successes change no state, so they can wait."""
+        key = f"{self.prefix}{target}:{int(now_s // self._bucket_s)}"
+        counts = self._unflushed.setdefault(key, {})
+        counts["calls"] = counts.get("calls", 0) + 1
+        bucket = f"lat:{bucket_of(latency_ms)}"
+        counts[bucket] = counts.get(bucket, 0) + 1
+        if self._flushing is None or self._flushing.done():
+            self._flushing = asyncio.create_task(self._flush_later())
+
+    async def _flush_later(self) -> None:
+        await asyncio.sleep(FLUSH_S)
+        await self.flush()
+
+    async def flush(self) -> None:
+        """Write the batched healthy calls (one pipeline for every bucket touched since the last)."""
+        unflushed, self._unflushed = self._unflushed, {}
+        if not unflushed:
+            return
+        ttl_s = int(self.config.window_s + self._bucket_s)
+        try:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for key, counts in unflushed.items():
+                    for name, count in counts.items():
+                        pipe.hincrby(key, name, count)
+                    pipe.expire(key, ttl_s)
+                await pipe.execute()
+        except Exception as exc:  # the counts are lost; the window heals as new calls arrive
+            log.warning("could not record %d buckets of healthy calls: %s", len(unflushed), exc)
 
     async def refresh(self) -> None:
         """Read every target's state (one round trip; concurrent callers share it)."""

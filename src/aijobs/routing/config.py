@@ -109,6 +109,9 @@ class FeatureConfig(_Config):
     lane: LaneName | None = None
     route: list[str | TargetGroup] = Field(min_length=1, max_length=32)
     timeout_s: float = Field(default=60, gt=0, le=3600, description="Per attempt.")
+    ttft_timeout_s: float | None = Field(
+        default=None, gt=0, le=3600, description="Chat: time to the first streamed token, per attempt."
+    )
     deadline_s: float | None = Field(default=None, gt=0, le=24 * 3600, description="Whole job.")
     attempts: int = Field(default=2, ge=1, le=10, description="Calls of one target before falling back.")
     region: Literal["cn", "global"] | None = Field(
@@ -228,6 +231,11 @@ def _check_feature(name: str, feature: FeatureConfig, providers: dict[str, Provi
         provider = target.partition(":")[0]
         if provider not in providers:
             raise ValueError(f"features.{name}.route[{i}]: unknown provider {provider!r}")
+    if feature.ttft_timeout_s is not None:
+        if feature.type != "chat":
+            raise ValueError(f"features.{name}.ttft_timeout_s: only chat features stream tokens")
+        if feature.ttft_timeout_s > feature.timeout_s:
+            raise ValueError(f"features.{name}.ttft_timeout_s: longer than the attempt's timeout_s")
     downgrade = feature.downgrade_target()
     if downgrade is not None and downgrade.partition(":")[0] not in providers:
         raise ValueError(

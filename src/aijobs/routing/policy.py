@@ -60,6 +60,8 @@ class Feature:
     budget_usd_per_day: float | None = None
     #: Where jobs go once the day's budget is spent; ``None`` rejects them.
     downgrade: Target | None = None
+    #: Chat only: an attempt with no first token by then is a timeout (streaming adapters).
+    ttft_timeout_s: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,7 +182,7 @@ def _resolve_feature(
     return Feature(
         name, feature.type, feature.lane_name(), targets, feature.timeout_s, feature.deadline_s, retry,
         fallback_on, tuple(steps), feature.requeues, feature.requeue_delay_s, feature.budget_usd_per_day,
-        _downgrade(name, feature, config, enabled, options_model, warnings),
+        _downgrade(name, feature, config, enabled, options_model, warnings), feature.ttft_timeout_s,
     )  # fmt: skip
 
 

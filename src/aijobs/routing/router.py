@@ -19,6 +19,7 @@ as such), and every call's outcome is counted towards its breaker.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import time
@@ -46,6 +47,8 @@ class Attempt:
     outcome: str = "ok"
     error_code: str | None = None
     retry_after_s: float | None = None
+    #: Time to the first streamed token (features with a ``ttft_timeout_s``, on streaming adapters).
+    ttft_ms: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -56,6 +59,7 @@ class Attempt:
             "outcome": self.outcome,
             "error_code": self.error_code,
             "retry_after_s": self.retry_after_s,
+            "ttft_ms": round(self.ttft_ms, 3) if self.ttft_ms is not None else None,
         }
 
 
@@ -199,7 +203,7 @@ class Router:
         try:
             with logs.bind(target=str(target), attempt=len(attempts)):
                 async with asyncio.timeout(feature.timeout_s):
-                    result = await adapter.run(target.model, request)
+                    result = await self._call(adapter, target, feature, request, attempt, started)
         except Exception as exc:  # every failure becomes an attempt record, then a decision
             error = _as_error(exc, target, feature.timeout_s)
             attempt.latency_ms = (time.perf_counter() - started) * 1000
@@ -211,6 +215,40 @@ class Router:
         attempt.latency_ms = (time.perf_counter() - started) * 1000
         await self._count(target, attempt, None)
         return result, None
+
+    async def _call(
+        self,
+        adapter: Adapter,
+        target: Target,
+        feature: Feature,
+        request: Any,
+        attempt: Attempt,
+        started: float,
+    ) -> Any:
+        """``adapter.run``; streamed when the feature bounds the time to the first token and it can."""
+        streaming = getattr(adapter, "run_streaming", None)
+        if feature.ttft_timeout_s is None or streaming is None:
+            return await adapter.run(target.model, request)
+        first: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+        def on_first_token() -> None:
+            if not first.done():
+                attempt.ttft_ms = (time.perf_counter() - started) * 1000
+                first.set_result(None)
+
+        call = asyncio.ensure_future(streaming(target.model, request, on_first_token))
+        done, _ = await asyncio.wait(
+            {call, first}, timeout=feature.ttft_timeout_s, return_when=asyncio.FIRST_COMPLETED
+        )
+        if not done:
+            call.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await call
+            raise ProviderTimeout(
+                f"{target} sent no first token within {feature.ttft_timeout_s:g} s",
+                provider=target.provider, model=target.model,
+            )  # fmt: skip
+        return await call
 
     async def _count(self, target: Target, attempt: Attempt, error: AijobsError | None) -> None:
         if self.breakers is None:
