@@ -11,7 +11,7 @@ import os
 import sys
 from typing import Any
 
-from aijobs import worker
+from aijobs import worker, worker_process
 from aijobs.jobs import JobStatus
 from aijobs.routing import Feature, Routing, Target, load_policy
 from aijobs.routing.budgets import Budgets
@@ -49,7 +49,7 @@ worker.Runtime.start = start_bare  # type: ignore[method-assign]
 def main() -> int:
     settings = Settings()
     routing = load_policy(settings.routing_file, dict(os.environ))
-    return 0 if asyncio.run(worker.serve(settings, routing, ["interactive"], dict(os.environ))) else 1
+    return 0 if asyncio.run(worker_process.serve(settings, routing, ["interactive"], dict(os.environ))) else 1
 
 
 if __name__ == "__main__":

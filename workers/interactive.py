@@ -3,6 +3,6 @@
 The usual way to run workers is ``aijobs worker --lanes interactive``; both run the same task.
 """
 
-from aijobs.worker import arq_settings
+from aijobs.worker_process import arq_settings
 
 WorkerSettings = arq_settings("interactive")

@@ -72,7 +72,7 @@ def parse_lanes(text: str) -> list[LaneName]:
 
 def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
     from aijobs.routing import load_policy
-    from aijobs.worker import serve
+    from aijobs.worker_process import serve
 
     lanes = parse_lanes(args.lanes)
     routing = load_policy(settings.routing_file, dict(os.environ))

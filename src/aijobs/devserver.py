@@ -44,6 +44,7 @@ class DevServer:
         env.setdefault("AIJOBS_BLOB_DIR", str(self.data_dir / "blobs"))
         env.setdefault("AIJOBS_SIGNING_SECRET", self._dev_secret())
         env["REDIS_URL"] = redis_url
+        env.setdefault("AIJOBS_LOG_FORMAT", "text")  # a terminal, not a log pipeline
         env["AIJOBS_PORT"] = str(self.port)
         return env
 

@@ -115,7 +115,15 @@ def resolve(config: RoutingConfig, env: Mapping[str, str], options_model: Option
         name: _resolve_feature(name, feature, config, enabled, options_model, warnings)
         for name, feature in config.features.items()
     }
-    return Routing(config, features, enabled, _price_book(config), tuple(warnings))
+    prices = _price_book(config)
+    targets = {t for f in features.values() for t in (*f.targets, *filter(None, [f.downgrade]))}
+    for target in sorted(targets, key=str):
+        if prices.price(target.provider, target.model) is None:
+            warnings.append(
+                f"{target}: no price known; its cost is recorded as unknown "
+                f"(add [providers.{target.provider}.prices.{target.model}])"
+            )
+    return Routing(config, features, enabled, prices, tuple(warnings))
 
 
 def _price_book(config: RoutingConfig) -> PriceBook:

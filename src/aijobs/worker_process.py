@@ -1,0 +1,108 @@
+"""The worker process: serve lanes until SIGINT/SIGTERM, sweep for stranded jobs, export the ledger.
+
+:func:`serve` is what ``aijobs worker`` runs; :func:`arq_settings` gives arq's own CLI the same
+lanes. Running one job is :class:`aijobs.worker.Runtime`'s business.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+from typing import Any
+
+from aijobs.queue import lane_worker, lane_worker_options
+from aijobs.routing import Routing, load_policy
+from aijobs.routing.config import LaneName
+from aijobs.settings import Settings
+from aijobs.worker import Runtime, run_job
+
+log = logging.getLogger(__name__)
+RECOVERY_INTERVAL_S = 15.0
+
+
+async def serve(settings: Settings, routing: Routing, lanes: list[LaneName], env: dict[str, str]) -> bool:
+    """Serve ``lanes`` until SIGINT/SIGTERM, then finish running jobs (grace period).
+
+    Returns ``False`` when a lane stopped on its own (an error), so the process can exit non-zero
+    and its supervisor restart it.
+    """
+    runtime = await Runtime.start(settings, routing, env)
+    ctx: dict[str, Any] = {"runtime": runtime}
+    workers = [
+        lane_worker(lane, routing.config.lane(lane), run_job, ctx, settings.redis_url) for lane in lanes
+    ]
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    tasks = [asyncio.create_task(w.main()) for w in workers]
+    sweeper = asyncio.create_task(_sweep(runtime, lanes, stop))
+    log.info("worker serving lanes %s", ", ".join(lanes))
+    await asyncio.wait([*tasks, asyncio.create_task(stop.wait())], return_when=asyncio.FIRST_COMPLETED)
+    failed = [t for t in tasks if t.done() and (t.cancelled() or t.exception() is not None)]
+    for task in failed:
+        log.error("a lane stopped unexpectedly; shutting the worker down", exc_info=task.exception())
+    for w in workers:
+        w.allow_pick_jobs = False
+    running = [t for w in workers for t in w.tasks.values() if not t.done()]
+    if running:
+        log.info("finishing %d running jobs", len(running))
+        await asyncio.wait(running, timeout=shutdown_grace_s(routing, lanes))
+    for w in workers:
+        with contextlib.suppress(asyncio.CancelledError):
+            await w.close()
+    for task in [*tasks, sweeper]:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await task
+    await runtime.close()
+    return not failed
+
+
+def arq_settings(lane: LaneName) -> dict[str, Any]:
+    """Settings for arq's own CLI (``arq workers.interactive.WorkerSettings``): one lane per process.
+
+    ``aijobs worker --lanes ...`` is the usual way to run workers; this exists for deployments that
+    prefer arq's runner. Settings and routing are read from the environment once, here.
+    """
+    settings = Settings()
+    env = dict(os.environ)
+    routing = load_policy(settings.routing_file, env)
+
+    async def startup(ctx: dict[str, Any]) -> None:
+        ctx["runtime"] = runtime = await Runtime.start(settings, routing, env)
+        ctx["stop"] = stop = asyncio.Event()
+        ctx["sweeper"] = asyncio.create_task(_sweep(runtime, [lane], stop))
+
+    async def shutdown(ctx: dict[str, Any]) -> None:
+        ctx["stop"].set()
+        await ctx["sweeper"]
+        await ctx["runtime"].close()
+
+    options = lane_worker_options(lane, routing.config.lane(lane), run_job, settings.redis_url)
+    return {**options, "on_startup": startup, "on_shutdown": shutdown}
+
+
+def shutdown_grace_s(routing: Routing, lanes: list[LaneName]) -> float:
+    """How long a stopping worker waits for running jobs: at most 25 s (container stop timeouts)."""
+    return min(25.0, max(routing.config.lane(lane).job_timeout_s for lane in lanes))
+
+
+async def _sweep(runtime: Runtime, lanes: list[LaneName], stop: asyncio.Event) -> None:
+    while not stop.is_set():
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), RECOVERY_INTERVAL_S)
+        if stop.is_set():
+            return
+        try:
+            if count := await runtime.recover(lanes):
+                log.warning("re-enqueued %d stranded jobs", count)
+        except Exception:
+            log.exception("recovery sweep failed")
+        try:
+            await runtime.export_ledger()
+        except Exception:
+            log.exception("ledger export failed; it is retried on the next sweep")
