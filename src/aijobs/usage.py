@@ -80,7 +80,7 @@ def _summary(group: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {"key": group["key"]}
     for name in _SUMS:
         value = group.get(name, 0)
-        out[name] = round(value, 6) if name == "cost_usd" else int(value)
+        out[name] = round(value, 9) if name == "cost_usd" else int(value)
     out["succeeded"] = int(status.get("succeeded", 0))
     out["failed"] = int(status.get("failed", 0))
     out["canceled"] = int(status.get("canceled", 0))
