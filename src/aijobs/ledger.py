@@ -83,8 +83,14 @@ class Entry:
     def args(self, records_ttl_s: int, usage_ttl_s: int) -> list[Any]:
         flat: list[Any] = [orjson.dumps(self.record), records_ttl_s, usage_ttl_s, self.feature]
         flat += [repr(self.cost_usd), SPEND_TTL_S]
+        # Whole counts first (HINCRBY), then fractional ones (HINCRBYFLOAT, several times slower).
+        whole = [(name, amount) for name, amount in self.increments if type(amount) is int]
+        flat.append(len(whole))
+        for name, amount in whole:
+            flat += [name, amount]
         for name, amount in self.increments:
-            flat += [name, repr(amount)]
+            if type(amount) is not int:
+                flat += [name, repr(amount)]
         return flat
 
 

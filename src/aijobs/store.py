@@ -84,7 +84,8 @@ return false
 
 # KEYS: job [, ledger records, day usage, total usage, spend]
 # ARGV: to, allowed-from (",a,b,"), ttl_s (0 = keep), return record (0/1), n, n pair items…,
-#       [record, records ttl, usage ttl, feature, cost, spend ttl, field/increment pairs…]
+#       [record, records ttl, usage ttl, feature, cost, spend ttl, m, m whole field/increment pairs,
+#        fractional field/increment pairs…]
 # The lane's pending set is named from the record (non-cluster Redis, as arq itself requires).
 _TRANSITION = """
 local current = redis.call('HGET', KEYS[1], 'status')
@@ -96,7 +97,12 @@ if KEYS[2] then
   local b = 6 + n
   redis.call('XADD', KEYS[2], '*', 'r', ARGV[b])
   redis.call('EXPIRE', KEYS[2], ARGV[b + 1])
-  for i = b + 6, #ARGV, 2 do
+  local whole_end = b + 6 + 2 * tonumber(ARGV[b + 6])
+  for i = b + 7, whole_end, 2 do
+    redis.call('HINCRBY', KEYS[3], ARGV[i], ARGV[i + 1])
+    redis.call('HINCRBY', KEYS[4], ARGV[i], ARGV[i + 1])
+  end
+  for i = whole_end + 1, #ARGV, 2 do
     redis.call('HINCRBYFLOAT', KEYS[3], ARGV[i], ARGV[i + 1])
     redis.call('HINCRBYFLOAT', KEYS[4], ARGV[i], ARGV[i + 1])
   end
