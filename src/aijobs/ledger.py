@@ -86,8 +86,8 @@ class Entry:
         # Whole counts first (HINCRBY), then fractional ones (HINCRBYFLOAT, several times slower).
         whole = [(name, amount) for name, amount in self.increments if type(amount) is int]
         flat.append(len(whole))
-        for name, amount in whole:
-            flat += [name, amount]
+        for name, count in whole:
+            flat += [name, count]
         for name, amount in self.increments:
             if type(amount) is not int:
                 flat += [name, repr(amount)]
