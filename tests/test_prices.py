@@ -10,6 +10,7 @@ from aijobs.providers.registry import ADAPTERS
 from aijobs.routing import resolve
 from aijobs.routing.config import parse_routing
 from aijobs.types.common import Usage
+from tests.policies import SIM_NON_CHAT, defaults
 
 BOOK = PriceBook(
     {("mine", "chat-model"): Price(input_per_mtok=2.0, output_per_mtok=8.0, cached_per_mtok=0.5)},
@@ -74,35 +75,7 @@ def test_the_bundled_table_is_complete_and_consistent() -> None:
         assert any(v is not None for v in priced), name
 
 
-BASE = """
-[providers.sim]
-kind = "sim"
-[features.c]
-type = "chat"
-route = ["sim:a"]
-[features.e]
-type = "embed"
-route = ["sim:b"]
-[features.r]
-type = "rerank"
-route = ["sim:c"]
-[features.i]
-type = "image"
-route = ["sim:d"]
-[features.s]
-type = "speech"
-route = ["sim:e"]
-[features.v]
-type = "video"
-route = ["sim:f"]
-[defaults]
-chat = "c"
-embed = "e"
-rerank = "r"
-image = "i"
-speech = "s"
-video = "v"
-"""
+BASE = SIM_NON_CHAT + '[features.c]\ntype = "chat"\nroute = ["sim:a"]\n' + defaults("c")
 
 
 def _options_model(kind: str, job_type: str) -> type | None:

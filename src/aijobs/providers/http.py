@@ -22,11 +22,12 @@ scrubbed out before it is kept anywhere.
 
 from __future__ import annotations
 
+import contextlib
 import email.utils
 import math
 import re
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from datetime import datetime
 from typing import Any
 
@@ -97,6 +98,21 @@ def json_headers(
     return headers
 
 
+@contextlib.contextmanager
+def transport_errors(provider: str, model: str) -> Iterator[None]:
+    """Turn a transport failure (no answer in time, no connection) into a provider error."""
+    try:
+        yield
+    except httpx2.TimeoutException as exc:
+        raise errors.ProviderTimeout(
+            f"{provider} did not answer in time ({type(exc).__name__})", provider=provider, model=model
+        ) from None
+    except httpx2.RequestError as exc:
+        raise errors.ProviderUnavailable(
+            f"could not reach {provider}: {type(exc).__name__}", provider=provider, model=model
+        ) from None
+
+
 async def post_json(
     context: ProviderContext,
     url: str,
@@ -108,16 +124,8 @@ async def post_json(
 ) -> Any:
     """POST ``body`` as JSON and return the decoded answer, or raise a :class:`ProviderError`."""
     provider = context.name
-    try:
+    with transport_errors(provider, model):
         response = await context.http.post(url, content=orjson.dumps(body), headers=headers, timeout=timeouts)
-    except httpx2.TimeoutException as exc:
-        raise errors.ProviderTimeout(
-            f"{provider} did not answer in time ({type(exc).__name__})", provider=provider, model=model
-        ) from None
-    except httpx2.RequestError as exc:
-        raise errors.ProviderUnavailable(
-            f"could not reach {provider}: {type(exc).__name__}", provider=provider, model=model
-        ) from None
     if response.status_code >= 400:
         raise error_for(
             response.status_code, response.content, response.headers, provider, model, context.api_key

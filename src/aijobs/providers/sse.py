@@ -45,16 +45,8 @@ async def stream_json(
         headers={**headers, "accept": "text/event-stream"},
         timeout=timeouts,
     )
-    try:
+    with http.transport_errors(provider, model):
         response = await context.http.send(request, stream=True)
-    except httpx2.TimeoutException as exc:
-        raise errors.ProviderTimeout(
-            f"{provider} did not answer in time ({type(exc).__name__})", provider=provider, model=model
-        ) from None
-    except httpx2.RequestError as exc:
-        raise errors.ProviderUnavailable(
-            f"could not reach {provider}: {type(exc).__name__}", provider=provider, model=model
-        ) from None
     try:
         if response.status_code >= 400:
             content = await _read_some(response)
@@ -84,7 +76,7 @@ async def stream_json(
 async def _events(response: httpx2.Response, provider: str, model: str) -> AsyncIterator[bytes]:
     """The ``data`` of each event; multi-line data is joined with newlines, as the SSE spec says."""
     lines: list[bytes] = []
-    try:
+    with http.transport_errors(provider, model):  # mid-stream: a stall or a dropped connection
         async for line in response.aiter_lines():
             if not line:
                 if lines:
@@ -92,14 +84,6 @@ async def _events(response: httpx2.Response, provider: str, model: str) -> Async
                     lines = []
             elif line.startswith("data:"):
                 lines.append(line[5:].removeprefix(" ").encode())
-    except httpx2.TimeoutException as exc:
-        raise errors.ProviderTimeout(
-            f"{provider} stalled mid-stream ({type(exc).__name__})", provider=provider, model=model
-        ) from None
-    except httpx2.RequestError as exc:
-        raise errors.ProviderUnavailable(
-            f"{provider} broke off the stream: {type(exc).__name__}", provider=provider, model=model
-        ) from None
     if lines:
         yield b"\n".join(lines)
 
