@@ -12,9 +12,9 @@ from redis.asyncio import Redis
 
 from aijobs import ledger, usage
 from aijobs.jobs import Job, JobStatus
-from aijobs.ledger import LedgerKeys, day_of
+from aijobs.ledger import day_of
 from aijobs.storage import LocalStore
-from aijobs.store import JobStore
+from aijobs.store import JobStore, Keys
 
 ATTEMPTS = [
     {
@@ -73,15 +73,15 @@ async def test_the_entry_is_written_with_the_status_change_and_only_then(redis: 
     tenant = f"t{uuid.uuid4().hex[:8]}"
     job = await running_job(store, tenant)
     day = day_of(time.time())
-    before = await redis.xlen(LedgerKeys.records(day))
+    before = await redis.xlen(Keys.ledger(day))
     entry = ledger.entry(job, JobStatus.SUCCEEDED, attempts=ATTEMPTS, usage=USAGE, target=("b", "m2"))
     assert (await store.transition(job.id, JobStatus.SUCCEEDED, ledger=entry)).ok
     again = await store.transition(job.id, JobStatus.SUCCEEDED, ledger=entry)  # a duplicate finish
     assert not again.ok
-    assert await redis.xlen(LedgerKeys.records(day)) == before + 1
-    spent = float(await redis.hget(LedgerKeys.spend(day), "f1") or 0)  # type: ignore[misc]
+    assert await redis.xlen(Keys.ledger(day)) == before + 1
+    spent = float(await redis.hget(Keys.spend(day), "f1") or 0)  # type: ignore[misc]
     assert spent >= 0.25
-    assert await redis.ttl(LedgerKeys.usage(day)) > 30 * 86400
+    assert await redis.ttl(Keys.usage(day)) > 30 * 86400
 
 
 async def test_usage_groups_cells_and_scopes_them_to_a_tenant(redis: Redis) -> None:
@@ -133,10 +133,10 @@ async def test_unknown_costs_are_flagged_not_zero(redis: Redis) -> None:
 
 async def test_a_day_exports_to_jsonl_with_one_line_per_job_and_attempt(redis: Redis, tmp_path: Path) -> None:
     day = "2001-02-03"  # a day of its own
-    await redis.delete(LedgerKeys.records(day))
+    await redis.delete(Keys.ledger(day))
     for i in range(5):
         record = {"record": "job", "id": f"job_{i}", "attempt_records": ATTEMPTS}
-        await redis.xadd(LedgerKeys.records(day), {"r": orjson.dumps(record)})
+        await redis.xadd(Keys.ledger(day), {"r": orjson.dumps(record)})
     blobs = LocalStore(tmp_path, "http://127.0.0.1:1", b"0123456789abcdef")
     stored = await usage.export_day(redis, blobs, day)
     lines = [orjson.loads(line) for line in (tmp_path / "ledger" / f"{day}.jsonl").read_bytes().splitlines()]
@@ -144,4 +144,4 @@ async def test_a_day_exports_to_jsonl_with_one_line_per_job_and_attempt(redis: R
     assert [line["record"] for line in lines[:4]] == ["job", "attempt", "attempt", "attempt"]
     assert lines[1]["job_id"] == "job_0" and lines[3]["provider"] == "b"
     assert "attempt_records" not in lines[0]
-    assert await redis.get(LedgerKeys.exported(day)) == stored.sha256.encode()
+    assert await redis.get(Keys.ledger_exported(day)) == stored.sha256.encode()

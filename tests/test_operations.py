@@ -9,7 +9,8 @@ import httpx2
 import orjson
 from redis.asyncio import Redis
 
-from aijobs.ledger import LedgerKeys, day_of
+from aijobs.ledger import day_of
+from aijobs.store import Keys
 from tests.conftest import Service
 from tests.helpers import chat, run
 
@@ -119,7 +120,7 @@ async def test_a_slow_first_token_moves_the_job_on_and_ttft_is_recorded(
     assert second["ttft_ms"] is not None and second["ttft_ms"] <= second["latency_ms"]
     redis = Redis.from_url(service.env["REDIS_URL"])
     try:
-        rows = await redis.xrevrange(LedgerKeys.records(day_of(time.time())), count=50)
+        rows = await redis.xrevrange(Keys.ledger(day_of(time.time())), count=50)
     finally:
         await redis.aclose()
     record = next(orjson.loads(f[b"r"]) for _, f in rows if orjson.loads(f[b"r"])["id"] == job["id"])

@@ -138,15 +138,13 @@ async def test_a_job_that_keeps_killing_its_worker_is_failed_not_retried_forever
 
 
 async def test_finished_days_are_exported_once_and_today_is_not(runtime: Runtime, tmp_path: Path) -> None:
-    from aijobs.ledger import LedgerKeys
+    from aijobs.store import Keys
 
     redis = runtime.redis
     today, yesterday, older = "2030-05-10", "2030-05-09", "2030-05-08"
     for day in (today, yesterday, older):
-        await redis.delete(LedgerKeys.exported(day), LedgerKeys.exported(day) + ":lock")
-        await redis.xadd(
-            LedgerKeys.records(day), {"r": b'{"record": "job", "id": "job_' + day.encode() + b'"}'}
-        )
+        await redis.delete(Keys.ledger_exported(day), Keys.ledger_exported(day) + ":lock")
+        await redis.xadd(Keys.ledger(day), {"r": b'{"record": "job", "id": "job_' + day.encode() + b'"}'})
     assert await runtime.export_ledger(today=today) == [older, yesterday]
     assert (tmp_path / "ledger" / f"{yesterday}.jsonl").read_bytes().startswith(b'{"record":"job"')
     assert not (tmp_path / "ledger" / f"{today}.jsonl").exists()  # the day is not over

@@ -25,6 +25,7 @@ import orjson
 
 from aijobs.histogram import bucket_of
 from aijobs.jobs import Job, JobStatus
+from aijobs.store import Keys
 
 CELL_SEP = "\x1f"
 METRIC_SEP = "\x1e"
@@ -36,32 +37,6 @@ _TOKENS = ("input_tokens", "output_tokens", "cached_tokens", "reasoning_tokens")
 def day_of(ts_s: float) -> str:
     """The UTC day of a timestamp, ``YYYY-MM-DD``."""
     return datetime.fromtimestamp(ts_s, UTC).strftime("%Y-%m-%d")
-
-
-class LedgerKeys:
-    """Redis key names of the ledger."""
-
-    prefix = "aijobs:"
-
-    @classmethod
-    def records(cls, day: str) -> str:
-        return f"{cls.prefix}ledger:{day}"
-
-    @classmethod
-    def usage(cls, day: str) -> str:
-        return f"{cls.prefix}usage:{day}"
-
-    @classmethod
-    def total(cls) -> str:
-        return f"{cls.prefix}usage:total"
-
-    @classmethod
-    def spend(cls, day: str) -> str:
-        return f"{cls.prefix}spend:{day}"
-
-    @classmethod
-    def exported(cls, day: str) -> str:
-        return f"{cls.prefix}ledger-exported:{day}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,8 +51,7 @@ class Entry:
 
     def keys(self) -> list[str]:
         return [
-            LedgerKeys.records(self.day), LedgerKeys.usage(self.day), LedgerKeys.total(),
-            LedgerKeys.spend(self.day),
+            Keys.ledger(self.day), Keys.usage(self.day), Keys.usage_total(), Keys.spend(self.day),
         ]  # fmt: skip
 
     def args(self, records_ttl_s: int, usage_ttl_s: int) -> list[Any]:

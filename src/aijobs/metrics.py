@@ -15,11 +15,12 @@ from typing import Any
 from redis.asyncio import Redis
 
 from aijobs.histogram import upper_ms
-from aijobs.ledger import LedgerKeys, day_of, parse_cell_field
+from aijobs.ledger import day_of, parse_cell_field
 from aijobs.queue import queue_name
 from aijobs.queue.lanes import INFLIGHT_SUFFIX
 from aijobs.routing.breakers import Breakers
 from aijobs.routing.policy import Routing
+from aijobs.store import Keys
 
 LATENCY_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
 BREAKER_STATES = {"closed": 0, "half_open": 1, "cooldown": 2, "open": 3}
@@ -80,8 +81,8 @@ async def render(redis: Redis, routing: Routing, breakers: Breakers) -> str:
     now = time.time()
     lanes = sorted({f.lane for f in routing.features.values()})
     async with redis.pipeline(transaction=False) as pipe:
-        pipe.hgetall(LedgerKeys.total())
-        pipe.hgetall(LedgerKeys.spend(day_of(now)))
+        pipe.hgetall(Keys.usage_total())
+        pipe.hgetall(Keys.spend(day_of(now)))
         for lane in lanes:
             pipe.zcount(queue_name(lane), "-inf", int(now * 1000))
             pipe.hgetall(inflight_key(lane))

@@ -7,6 +7,10 @@ Layout (prefix ``aijobs:``):
 - ``idem:{tenant}:{h}``   string ``"{body_hash} {job_id}"`` for an Idempotency-Key, 24 h
 - ``pending:{lane}``      sorted set of a lane's queued job ids by creation time, for recovery
 - ``apikey:{sha256}``     hash: the tenant an API key belongs to
+- ``ledger:{day}``        stream: the day's job records; ``ledger-exported:{day}`` once exported
+- ``usage:{day}``, ``usage:total``  hashes: ledger counters per cell (see :mod:`aijobs.ledger`)
+- ``spend:{day}``         hash: estimated USD per feature (budgets)
+- ``breaker:{target}``    hash: a circuit breaker's state; ``breaker:{target}:{n}`` its window buckets
 
 Creation and every status change are single Lua scripts: atomic, and one round trip each. A
 transition only happens from the statuses :data:`aijobs.jobs.ALLOWED_FROM` allows (compare-and-set).
@@ -17,15 +21,17 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from redis.asyncio import Redis
 
 from aijobs.jobs import ALLOWED_FROM, TERMINAL, Job, JobIds, JobStatus, new_job_id
-from aijobs.ledger import Entry
 from aijobs.queue import Delivery
 from aijobs.scriptbatch import ScriptBatcher
+
+if TYPE_CHECKING:  # the ledger builds its entries with these key names
+    from aijobs.ledger import Entry
 
 IDEMPOTENCY_TTL_S = 24 * 3600
 INDEX_MARGIN_S = 2 * 24 * 3600
@@ -61,6 +67,34 @@ class Keys:
     @classmethod
     def api_key(cls, key_hash: str) -> str:
         return f"{cls.prefix}apikey:{key_hash}"
+
+    @classmethod
+    def ledger(cls, day: str) -> str:
+        return f"{cls.prefix}ledger:{day}"
+
+    @classmethod
+    def ledger_exported(cls, day: str) -> str:
+        return f"{cls.prefix}ledger-exported:{day}"
+
+    @classmethod
+    def usage(cls, day: str) -> str:
+        return f"{cls.prefix}usage:{day}"
+
+    @classmethod
+    def usage_total(cls) -> str:
+        return f"{cls.prefix}usage:total"
+
+    @classmethod
+    def spend(cls, day: str) -> str:
+        return f"{cls.prefix}spend:{day}"
+
+    @classmethod
+    def breaker(cls, target: str) -> str:
+        return f"{cls.prefix}breaker:{target}"
+
+    @classmethod
+    def breaker_bucket(cls, target: str, bucket: int) -> str:
+        return f"{cls.prefix}breaker:{target}:{bucket}"
 
 
 # KEYS: job, tenant index, pending, idempotency ('' when none), arq job key, arq queue ('' when none)

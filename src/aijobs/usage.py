@@ -15,8 +15,9 @@ import orjson
 from redis.asyncio import Redis
 
 from aijobs.histogram import quantile
-from aijobs.ledger import LedgerKeys, parse_cell_field
+from aijobs.ledger import parse_cell_field
 from aijobs.storage import BlobStore, StoredBlob
+from aijobs.store import Keys
 
 GroupBy = Literal["feature", "model", "provider", "tenant", "day", "type"]
 GROUPS: tuple[str, ...] = ("feature", "model", "provider", "tenant", "day", "type")
@@ -42,7 +43,7 @@ async def usage(
     days = days_between(since, until)
     async with redis.pipeline(transaction=False) as pipe:
         for day in days:
-            pipe.hgetall(LedgerKeys.usage(day))
+            pipe.hgetall(Keys.usage(day))
         hashes = await pipe.execute()
     for day, raw in zip(days, hashes, strict=True):
         for field, value in raw.items():
@@ -96,7 +97,7 @@ def _summary(group: dict[str, Any]) -> dict[str, Any]:
 async def records(redis: Redis, day: str, batch: int = EXPORT_BATCH) -> AsyncIterator[dict[str, Any]]:
     """The day's job records in the order they finished, read ``batch`` at a time."""
     start = "-"
-    key = LedgerKeys.records(day)
+    key = Keys.ledger(day)
     while True:
         rows = await redis.xrange(key, min=start, max="+", count=batch)
         for _entry_id, fields in rows:
@@ -126,5 +127,5 @@ async def export_day(redis: Redis, blobs: BlobStore, day: str) -> StoredBlob:
     Exporting a day again rewrites the file with whatever records are still kept.
     """
     stored = await blobs.put(export_key(day), _jsonl(redis, day), "application/x-ndjson")
-    await redis.set(LedgerKeys.exported(day), stored.sha256, ex=MAX_DAYS * 86400)
+    await redis.set(Keys.ledger_exported(day), stored.sha256, ex=MAX_DAYS * 86400)
     return stored

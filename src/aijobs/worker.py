@@ -29,19 +29,18 @@ from redis.asyncio import Redis
 from aijobs import ledger, logs, usage
 from aijobs.errors import AijobsError, DeadlineExceeded, InternalError, NoRoute, ProviderError, StorageError
 from aijobs.jobs import Job, JobStatus
-from aijobs.ledger import LedgerKeys
 from aijobs.providers.base import MediaResult
 from aijobs.providers.registry import build_adapters
 from aijobs.queue import JobQueue
 from aijobs.routing import Routing
-from aijobs.routing.breakers import Breakers, all_targets
+from aijobs.routing.breakers import Breakers
 from aijobs.routing.budgets import Budgets
 from aijobs.routing.config import LaneName
 from aijobs.routing.policy import Feature
 from aijobs.routing.router import Outcome, RouteFailed, Router
 from aijobs.settings import Settings
 from aijobs.storage import BlobStore, StoredBlob, open_blob_store
-from aijobs.store import JobStore
+from aijobs.store import JobStore, Keys
 from aijobs.types import INPUT_MODELS
 
 log = logging.getLogger(__name__)
@@ -78,7 +77,7 @@ class Runtime:
             timeout=httpx2.Timeout(60.0, connect=5.0),
             limits=httpx2.Limits(max_connections=1000, max_keepalive_connections=200),
         )
-        breakers = Breakers(redis, routing.config.breakers, all_targets(routing))
+        breakers = Breakers(redis, routing.config.breakers, routing.reachable())
         router = Router(build_adapters(routing, http, env), breakers=breakers)
         store = JobStore(redis, settings.job_ttl_s, *routing.config.ledger.ttls_s())
         queue = await JobQueue.connect(settings.redis_url)
@@ -262,11 +261,11 @@ class Runtime:
         first = date.fromisoformat(today) - timedelta(days=keep)
         done = []
         for day in usage.days_between(first, date.fromisoformat(today) - timedelta(days=1)):
-            if await self.redis.exists(LedgerKeys.exported(day)) or not await self.redis.exists(
-                LedgerKeys.records(day)
+            if await self.redis.exists(Keys.ledger_exported(day)) or not await self.redis.exists(
+                Keys.ledger(day)
             ):
                 continue  # exported already, or nothing finished that day
-            if not await self.redis.set(f"{LedgerKeys.exported(day)}:lock", "1", nx=True, ex=3600):
+            if not await self.redis.set(f"{Keys.ledger_exported(day)}:lock", "1", nx=True, ex=3600):
                 continue  # another worker is on it
             stored = await usage.export_day(self.redis, self.blobs, day)
             log.info("exported the ledger of %s to %s (%d bytes)", day, stored.key, stored.bytes)

@@ -29,7 +29,7 @@ from aijobs.apikeys import ApiKeys
 from aijobs.errors import AijobsError, CallerError, InternalError, InvalidRequest, StorageError
 from aijobs.queue import JobQueue
 from aijobs.routing import Routing, load_policy
-from aijobs.routing.breakers import Breakers, all_targets
+from aijobs.routing.breakers import Breakers
 from aijobs.settings import Settings
 from aijobs.storage import open_blob_store
 from aijobs.store import JobStore
@@ -105,7 +105,7 @@ def create_app(settings: Settings, routing: Routing) -> FastAPI:
             queue=queue,
             keys=ApiKeys(redis, settings.key_cache_ttl_s),
             blobs=blobs,
-            breakers=Breakers(redis, routing.config.breakers, all_targets(routing)),
+            breakers=Breakers(redis, routing.config.breakers, routing.reachable()),
         )
         try:
             yield

@@ -43,8 +43,7 @@ def build_adapters(
     """One adapter per (enabled provider, job type its features use)."""
     adapters: dict[tuple[str, str], Adapter] = {}
     for feature in routing.features.values():
-        downgrade = [feature.downgrade] if feature.downgrade else []
-        for target in [*feature.targets, *downgrade]:
+        for target in feature.reachable():
             key = (target.provider, feature.type)
             if key in adapters:
                 continue

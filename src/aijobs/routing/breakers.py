@@ -29,8 +29,9 @@ from redis.asyncio import Redis
 from aijobs.errors import AijobsError, ProviderError
 from aijobs.histogram import bucket_of, quantile
 from aijobs.routing.config import BreakerConfig
-from aijobs.routing.policy import Routing, Target
+from aijobs.routing.policy import Target
 from aijobs.scriptbatch import ScriptBatcher
+from aijobs.store import Keys
 
 log = logging.getLogger(__name__)
 
@@ -105,11 +106,6 @@ class Snapshot:
     until_s: float = 0.0
 
 
-def all_targets(routing: Routing) -> list[Target]:
-    """Every target a feature may call: its route and its budget downgrade."""
-    return [t for f in routing.features.values() for t in (*f.targets, *filter(None, [f.downgrade]))]
-
-
 def counts_as_failure(error: AijobsError | None) -> bool:
     return isinstance(error, ProviderError) and error.code in FAILURES
 
@@ -117,12 +113,10 @@ def counts_as_failure(error: AijobsError | None) -> bool:
 class Breakers:
     """The breakers of ``targets``, over ``redis``, configured by ``config``."""
 
-    prefix = "aijobs:breaker:"
-
     def __init__(self, redis: Redis, config: BreakerConfig, targets: list[Target]) -> None:
         self.redis = redis
         self.config = config
-        self.targets = sorted(set(targets), key=str)
+        self.targets = sorted(set(targets), key=str)  # a set: callers may pass repeats
         self._bucket_s = config.window_s / BUCKETS
         self._record = ScriptBatcher(redis, redis.register_script(_RECORD))
         self._allow = redis.register_script(_ALLOW)
@@ -134,12 +128,12 @@ class Breakers:
         self._flushing: asyncio.Task[None] | None = None
 
     def _state_key(self, target: Target) -> str:
-        return f"{self.prefix}{target}"
+        return Keys.breaker(str(target))
 
     def _bucket_keys(self, target: Target, now_s: float) -> tuple[list[str], list[int]]:
         current = int(now_s // self._bucket_s)
         ids = [current - i for i in range(BUCKETS)]
-        return [f"{self.prefix}{target}:{i}" for i in ids], ids
+        return [Keys.breaker_bucket(str(target), i) for i in ids], ids
 
     async def admit(self, target: Target, probe_timeout_s: float) -> float | None:
         """When ``target`` may be called: ``0.0`` now, ``None`` not in this job, else in that many seconds.
@@ -180,8 +174,9 @@ class Breakers:
         if error is not None and not isinstance(error, ProviderError):
             return
         failed = counts_as_failure(error)
-        limited = isinstance(error, ProviderError) and error.code == "provider_rate_limited"
-        retry_after_s = (error.retry_after_s or 0) if limited and isinstance(error, ProviderError) else 0
+        retry_after_s = 0.0
+        if isinstance(error, ProviderError) and error.code == "provider_rate_limited":
+            retry_after_s = error.retry_after_s or 0.0
         probe = target in self._probes
         self._probes.discard(target)
         now_s = time.time()
@@ -200,7 +195,7 @@ class Breakers:
 
     def _count_later(self, target: Target, now_s: float, latency_ms: float) -> None:
         """Add a healthy call to the next batched flush: successes change no state, so they can wait."""
-        key = f"{self.prefix}{target}:{int(now_s // self._bucket_s)}"
+        key = Keys.breaker_bucket(str(target), int(now_s // self._bucket_s))
         counts = self._unflushed.setdefault(key, {})
         counts["calls"] = counts.get("calls", 0) + 1
         bucket = f"lat:{bucket_of(latency_ms)}"

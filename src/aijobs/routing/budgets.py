@@ -12,8 +12,9 @@ import time
 from redis.asyncio import Redis
 
 from aijobs.errors import BudgetExceeded
-from aijobs.ledger import LedgerKeys, day_of
+from aijobs.ledger import day_of
 from aijobs.routing.policy import Feature, Target
+from aijobs.store import Keys
 
 
 class Budgets:
@@ -31,7 +32,7 @@ class Budgets:
         hit = self._spent.get((feature, day))
         if hit is not None and hit[0] > now:
             return hit[1]
-        raw = await self.redis.hget(LedgerKeys.spend(day), feature)  # type: ignore[misc]
+        raw = await self.redis.hget(Keys.spend(day), feature)  # type: ignore[misc]
         spent = float(raw or 0)
         if len(self._spent) > 1000:
             self._spent.clear()

@@ -8,7 +8,7 @@ options are startup errors naming the key.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 from pydantic import BaseModel, ValidationError
@@ -63,6 +63,10 @@ class Feature:
     #: Chat only: an attempt with no first token by then is a timeout (streaming adapters).
     ttft_timeout_s: float | None = None
 
+    def reachable(self) -> tuple[Target, ...]:
+        """Every target a job of this feature may call: the route's, then the budget downgrade."""
+        return (*self.targets, self.downgrade) if self.downgrade else self.targets
+
 
 @dataclass(frozen=True, slots=True)
 class EnabledProvider:
@@ -94,6 +98,10 @@ class Routing:
             )
         return feature
 
+    def reachable(self) -> list[Target]:
+        """Every target any feature may call, once each, in name order."""
+        return _reachable(self.features.values())
+
 
 OptionsLookup = Callable[[str, str], type[BaseModel] | None]
 
@@ -116,14 +124,17 @@ def resolve(config: RoutingConfig, env: Mapping[str, str], options_model: Option
         for name, feature in config.features.items()
     }
     prices = _price_book(config)
-    targets = {t for f in features.values() for t in (*f.targets, *filter(None, [f.downgrade]))}
-    for target in sorted(targets, key=str):
+    for target in _reachable(features.values()):
         if prices.price(target.provider, target.model) is None:
             warnings.append(
                 f"{target}: no price known; its cost is recorded as unknown "
                 f"(add [providers.{target.provider}.prices.{target.model}])"
             )
     return Routing(config, features, enabled, prices, tuple(warnings))
+
+
+def _reachable(features: Iterable[Feature]) -> list[Target]:
+    return sorted({t for f in features for t in f.reachable()}, key=str)
 
 
 def _price_book(config: RoutingConfig) -> PriceBook:

@@ -23,7 +23,7 @@ import contextlib
 import logging
 import random
 import time
-from collections.abc import Mapping
+from collections.abc import AsyncGenerator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -120,35 +120,43 @@ class Router:
         are skipped.
         """
         attempts: list[Attempt] = []
-        skipped: list[str] = []
-        deferred: list[tuple[float, Target]] = []
+        skipped: list[Target] = []
         error: AijobsError | None = None
-        for target in targets if targets is not None else self.order(feature):
+        order = targets if targets is not None else self.order(feature)
+        async with contextlib.aclosing(self._admitted(feature, order, skipped)) as admitted:
+            async for target in admitted:
+                result, error = await self._run_target(target, feature, request, attempts)
+                if error is None:
+                    return Outcome(result, target, attempts, [str(t) for t in skipped])
+                if not falls_back(feature, error):
+                    break
+        if error is None:
+            first = skipped[0] if skipped else Target("", "")
+            error = ProviderUnavailable(
+                f"every target of {feature.name!r} has its circuit open: {', '.join(map(str, skipped))}",
+                provider=first.provider, model=first.model,
+            )  # fmt: skip
+        raise RouteFailed(error, attempts, [str(t) for t in skipped])
+
+    async def _admitted(
+        self, feature: Feature, order: list[Target], skipped: list[Target]
+    ) -> AsyncGenerator[Target, None]:
+        """``order`` as its breakers admit it: open ones left out (into ``skipped``), cooling ones last.
+
+        Admission is asked just before a target's turn, since asking may take its half-open probe.
+        """
+        deferred: list[tuple[float, Target]] = []
+        for target in order:
             wait_s = await self.breakers.admit(target, feature.timeout_s) if self.breakers else 0.0
             if wait_s is None:
-                skipped.append(str(target))
+                skipped.append(target)
             elif wait_s > 0:
                 deferred.append((time.monotonic() + min(wait_s, feature.retry.retry_after_cap_s), target))
             else:
-                result, error = await self._run_target(target, feature, request, attempts)
-                if error is None:
-                    return Outcome(result, target, attempts, skipped)
-                if not falls_back(feature, error):
-                    raise RouteFailed(error, attempts, skipped)
+                yield target
         for ready_at, target in sorted(deferred, key=lambda d: d[0]):
             await asyncio.sleep(max(0.0, ready_at - time.monotonic()))
-            result, error = await self._run_target(target, feature, request, attempts)
-            if error is None:
-                return Outcome(result, target, attempts, skipped)
-            if not falls_back(feature, error):
-                raise RouteFailed(error, attempts, skipped)
-        if error is None:
-            first = Target(*skipped[0].split(":", 1)) if skipped else Target("", "")
-            error = ProviderUnavailable(
-                f"every target of {feature.name!r} has its circuit open: {', '.join(skipped)}",
-                provider=first.provider, model=first.model,
-            )  # fmt: skip
-        raise RouteFailed(error, attempts, skipped)
+            yield target
 
     async def _run_target(
         self, target: Target, feature: Feature, request: Any, attempts: list[Attempt]
