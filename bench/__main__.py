@@ -5,6 +5,7 @@
 (b0) the same with the worker's breakers, ledger and budgets taken out; (b)/(b0) is their cost.
 (c) raw arq no-op jobs/s drained by one worker on the same Redis: the upstream we build on; (b)/(c).
 (d) 5,000 in-flight simulator jobs of 1 s each on one worker: wall time and the worker's peak RSS.
+(e) 1,000 video tasks of 20 s each at a fake provider, polled by one worker: wall time and peak RSS.
 """
 
 from __future__ import annotations
@@ -79,6 +80,31 @@ def measure_in_flight(redis_url: str, data_dir: Path, jobs: int) -> dict[str, An
     return result
 
 
+def measure_media(redis_url: str, data_dir: Path, jobs: int, render_s: float = 20.0) -> dict[str, Any]:
+    """``jobs`` video tasks at once, each rendering ``render_s`` at the Kling fake, on one worker."""
+    fake_port = free_port()
+    routing = data_dir / "routing.media.toml"
+    fakes = f"http://127.0.0.1:{fake_port}"
+    routing.write_text(
+        harness.ROOT.joinpath("bench/routing.media.toml").read_text().replace("{fakes}", fakes)
+    )
+    env = {**harness.base_env(redis_url, data_dir, free_port()), "AIJOBS_ROUTING_FILE": str(routing)}
+    env["KLING_API_KEY"] = "test-access|test-secret"  # the fake's pair
+    body = {"prompt": "a fox crossing a snowfield", "duration_s": 5}
+    with harness.processes((["bench.media_fake", str(fake_port), str(render_s)], env)):
+        harness.wait_http(f"{fakes}/_media/tasks")
+        with harness.processes((["worker", "--lanes", "media"], env)) as (worker,):
+            time.sleep(1.0)
+            result = asyncio.run(
+                pipeline.in_flight(
+                    redis_url, jobs, "video", type="video", lane="media", body=body, timeout_s=180
+                )
+            )
+            result["worker_peak_rss_mb"] = round(harness.peak_rss_mb(worker.pid), 1)
+    result["render_s"] = render_s
+    return result
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m bench")
     parser.add_argument("--quick", action="store_true", help="smaller runs, for a smoke test")
@@ -91,6 +117,7 @@ def main() -> int:
         "end_to_end_bare": lambda url, d: measure_end_to_end(url, d, int(4000 * scale), bare=True),
         "arq_noop": lambda url, d: measure_arq(url, int(4000 * scale)),
         "in_flight": lambda url, d: measure_in_flight(url, d, int(5000 * scale)),
+        "media": lambda url, d: measure_media(url, d, int(1000 * scale), 20.0 * scale),
     }
     for name, measure in phases.items():  # a fresh Redis each: no phase inherits another's backlog
         with (
@@ -150,6 +177,15 @@ def report(results: dict[str, Any]) -> None:
     print(
         f"    (writing + enqueueing took {flight['enqueue_s']} s); "
         f"worker peak RSS {flight['worker_peak_rss_mb']} MiB"
+    )
+    media = results["media"]
+    print(
+        f"(e) media: {media['jobs']} video tasks of {media['render_s']:g} s each at a fake provider, one "
+        "worker (target: 1,000 x 20 s in < 30 s, RSS < 400 MB)"
+    )
+    print(
+        f"    all finished {media['total_s']} s after the first was written; worker peak RSS "
+        f"{media['worker_peak_rss_mb']} MiB"
     )
     print(f"\nresults written to {RESULTS}/latest.json")
 

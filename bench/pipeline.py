@@ -59,17 +59,28 @@ async def end_to_end(url: str, key: str, redis_url: str, jobs: int, concurrency:
     }
 
 
-async def in_flight(redis_url: str, jobs: int, feature: str = "slow-chat") -> dict[str, Any]:
+CHAT_BODY = {"messages": [{"role": "user", "content": "hold on"}]}
+
+
+async def in_flight(
+    redis_url: str,
+    jobs: int,
+    feature: str = "slow-chat",
+    *,
+    type: str = "chat",
+    lane: str = "interactive",
+    body: dict[str, Any] = CHAT_BODY,
+    timeout_s: float = 120,
+) -> dict[str, Any]:
     """Write and enqueue ``jobs`` records straight into Redis; time until a running worker ends them all."""
     redis = Redis.from_url(redis_url, max_connections=256)
     store = JobStore(redis, job_ttl_s=3600)
-    body = {"messages": [{"role": "user", "content": "hold on"}]}
     semaphore = asyncio.Semaphore(128)
 
     async def one() -> str:
         async with semaphore:
             created = await store.create(
-                tenant="bench", type="chat", feature=feature, lane="interactive", input=body, metadata={},
+                tenant="bench", type=type, feature=feature, lane=lane, input=body, metadata={},
                 deliver=delivery,
             )  # fmt: skip
             return created.job.id
@@ -77,7 +88,7 @@ async def in_flight(redis_url: str, jobs: int, feature: str = "slow-chat") -> di
     started = time.time()
     ids = await asyncio.gather(*(one() for _ in range(jobs)))
     enqueued = time.time()
-    done = await wait_all_succeeded(redis, list(ids), timeout_s=120)
+    done = await wait_all_succeeded(redis, list(ids), timeout_s=timeout_s)
     await redis.aclose()
     return {
         "jobs": jobs,

@@ -13,7 +13,7 @@ import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx2
@@ -75,6 +75,8 @@ class Service:
     key: str
     other_key: str
     env: dict[str, str]
+    #: The API process, then the worker.
+    processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
 
     def headers(self, key: str | None = None) -> dict[str, str]:
         return {"Authorization": f"Bearer {key or self.key}"}
@@ -171,34 +173,49 @@ def service(
     chaos_llmock_url: str,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Service]:
+    bucket = "aijobs-test"
+    providers = PROVIDERS_ON_LLMOCK.format(llmock=llmock_url, chaos=chaos_llmock_url)
+    routing_text = TEST_ROUTING.read_text() + providers
+    with run_service(redis_url, s3_endpoint, bucket, routing_text, tmp_path_factory.mktemp("svc")) as svc:
+        yield svc
+
+
+@contextlib.contextmanager
+def run_service(
+    redis_url: str,
+    s3_endpoint: str,
+    bucket: str,
+    routing_text: str,
+    workdir: Path,
+    extra_env: dict[str, str] | None = None,
+) -> Iterator[Service]:
+    """An API process and a worker (interactive, media lanes) for ``routing_text``; logs in ``workdir``."""
     import boto3
 
-    bucket = "aijobs-test"
     s3 = boto3.client(
         "s3", endpoint_url=s3_endpoint, aws_access_key_id="testing", aws_secret_access_key="testing",
         region_name="us-east-1",
     )  # fmt: skip
-    s3.create_bucket(Bucket=bucket)
+    s3.create_bucket(Bucket=bucket)  # idempotent in us-east-1
     port = free_port()
-    routing = tmp_path_factory.mktemp("routing") / "routing.toml"
-    providers = PROVIDERS_ON_LLMOCK.format(llmock=llmock_url, chaos=chaos_llmock_url)
-    routing.write_text(TEST_ROUTING.read_text() + providers)
-    env = service_env(redis_url, s3_endpoint, port, bucket, routing)
-    logs = tmp_path_factory.mktemp("logs")
+    routing = workdir / "routing.toml"
+    routing.write_text(routing_text)
+    env = {**service_env(redis_url, s3_endpoint, port, bucket, routing), **(extra_env or {})}
     with contextlib.ExitStack() as stack:
         processes = []
         for name, args in (("api", ["api"]), ("worker", ["worker", "--lanes", "interactive,media"])):
-            log = stack.enter_context((logs / f"{name}.log").open("wb"))
+            log = stack.enter_context((workdir / f"{name}.log").open("ab"))
             command = [sys.executable, "-m", "aijobs", *args]
             process = subprocess.Popen(command, env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
             processes.append(process)
         try:
             wait_ready(f"http://127.0.0.1:{port}", processes)
             keys = asyncio.run(_make_keys(redis_url))
-            yield Service(f"http://127.0.0.1:{port}", keys[0], keys[1], env)
+            yield Service(f"http://127.0.0.1:{port}", keys[0], keys[1], env, processes)
         finally:
             for process in processes:
-                process.terminate()
+                if process.poll() is None:
+                    process.terminate()
             for process in processes:
                 process.wait(timeout=30)
 
@@ -268,3 +285,21 @@ def fakes_url() -> Iterator[str]:
 
     with fake_providers_server() as url:
         yield url
+
+
+@pytest.fixture(scope="session")
+def media_fakes_url() -> Iterator[str]:
+    """Faithful fakes of the media providers (tests/fakes/media), over one render farm."""
+    from tests.fakes.media.app import create_app
+    from tests.fakes.server import fake_providers_server
+
+    with fake_providers_server(create_app()) as url:
+        yield url
+
+
+@pytest.fixture
+async def media_fakes(media_fakes_url: str) -> str:
+    """The media fakes, reset (no tasks, faults or journal; default render time) for this test."""
+    async with httpx2.AsyncClient() as http:
+        (await http.post(f"{media_fakes_url}/_media/reset")).raise_for_status()
+    return media_fakes_url

@@ -16,6 +16,7 @@ from aijobs.providers.base import MediaResult, ProviderContext
 from aijobs.routing.config import ProviderConfig
 from aijobs.tokens import count_tokens
 from aijobs.types.chat import ChatInput
+from aijobs.types.common import Media, RemoteFile
 from aijobs.types.embed import EmbedInput
 from aijobs.types.image import ImageInput
 from aijobs.types.rerank import RerankInput
@@ -99,18 +100,23 @@ async def test_rerank_and_embed(context: ProviderContext) -> None:
     assert math.isclose(sum(v * v for v in vectors[0]), 1.0)
 
 
+def media_bytes(item: Media | RemoteFile) -> bytes:
+    assert isinstance(item, Media)  # the simulator hands over bytes, never a URL
+    return item.data
+
+
 async def test_media_files_are_valid(context: ProviderContext) -> None:
     image = await sim.SimImage(context).run("m", ImageInput(prompt="p", size="100x64", output_format="jpeg"))
     assert isinstance(image, MediaResult)
-    assert Image.open(io.BytesIO(image.items[0].data)).size == (100, 64)
+    assert Image.open(io.BytesIO(media_bytes(image.items[0]))).size == (100, 64)
     assert image.items[0].content_type == "image/jpeg"
     speech = await sim.SimSpeech(context).run("m", SpeechInput(text="one two three four", speed=0.5))
-    with wave.open(io.BytesIO(speech.items[0].data)) as audio:
+    with wave.open(io.BytesIO(media_bytes(speech.items[0]))) as audio:
         assert math.isclose(
             audio.getnframes() / audio.getframerate(), 4 * sim_media.WORD_S / 0.5, rel_tol=0.01
         )
     video = await sim.SimVideo(context).run("m", VideoInput(prompt="p", duration_s=1, resolution="1080p"))
-    clip = Image.open(io.BytesIO(video.items[0].data))
+    clip = Image.open(io.BytesIO(media_bytes(video.items[0])))
     assert getattr(clip, "n_frames", 1) == 8
     assert clip.size == (320, 180)
 

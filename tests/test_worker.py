@@ -12,7 +12,9 @@ import httpx2
 import pytest
 from redis.asyncio import Redis
 
+from aijobs.files import Files
 from aijobs.jobs import JobStatus
+from aijobs.outbound import Guard
 from aijobs.providers.registry import build_adapters
 from aijobs.queue import JobQueue, delivery, queue_name
 from aijobs.routing import load_policy
@@ -33,9 +35,14 @@ async def runtime(redis_url: str, tmp_path: Path) -> AsyncIterator[Runtime]:
     http = httpx2.AsyncClient()
     blobs = LocalStore(tmp_path, "http://127.0.0.1:1", SECRET.encode())
     queue = await JobQueue.connect(redis_url)
-    router = Router(build_adapters(routing, http, {}))
+    adapters = build_adapters(routing, http, {})
+    router = Router(adapters)
     budgets = Budgets(redis)
-    runtime = Runtime(settings, routing, redis, JobStore(redis, 600), queue, blobs, http, router, budgets)
+    store = JobStore(redis, 600)
+    files = Files(redis, blobs, 600)
+    runtime = Runtime(
+        settings, routing, redis, store, queue, blobs, http, router, budgets, adapters, files, Guard()
+    )
     yield runtime
     await runtime.close()
 

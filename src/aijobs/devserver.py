@@ -26,6 +26,9 @@ from aijobs.embedded_redis import EmbeddedRedis, die_with_parent
 from aijobs.routing import load_policy
 from aijobs.settings import Settings
 
+#: ``make run`` lets input image URLs point at this machine, and says so in its banner.
+DEV_OUTBOUND_ALLOW = "localhost,127.0.0.0/8,::1"
+
 
 class DevServer:
     """Supervises Redis, the API and a worker for local development."""
@@ -45,6 +48,8 @@ class DevServer:
         env.setdefault("AIJOBS_SIGNING_SECRET", self._dev_secret())
         env["REDIS_URL"] = redis_url
         env.setdefault("AIJOBS_LOG_FORMAT", "text")  # a terminal, not a log pipeline
+        # Local development fetches input images from this machine; production allows none by default.
+        env.setdefault("AIJOBS_OUTBOUND_ALLOW", DEV_OUTBOUND_ALLOW)
         env["AIJOBS_PORT"] = str(self.port)
         return env
 
@@ -119,6 +124,8 @@ aijobs is running (simulator provider: {routing_file}; Redis: {redis_url})
   API      {base}
   docs     {base}/docs
   dev key  {key}
+  inputs   image URLs may point at this machine (AIJOBS_OUTBOUND_ALLOW={DEV_OUTBOUND_ALLOW});
+           production fetches public addresses only
 
 Submit a job, then fetch it by the id it returns:
 

@@ -15,6 +15,8 @@
     │   │                            ``retry`` (same target again) and ``fallback`` (next target)
     │   ├── ProviderRateLimited      provider_rate_limited       retry, fallback
     │   ├── ProviderTimeout          provider_timeout            retry, fallback
+    │   │   └── SubmitUnknown        provider_timeout            a task submit sent but unanswered:
+    │   │                            it may exist upstream, so it is resubmitted only on opt-in
     │   ├── ProviderUnavailable      provider_unavailable        retry, fallback
     │   ├── ProviderBadResponse      provider_bad_response       retry, fallback
     │   ├── ProviderAuth             provider_auth               fallback
@@ -110,6 +112,8 @@ class ProviderError(AijobsError):
     http_status = 502
     retry: ClassVar[bool] = False
     fallback: ClassVar[bool] = False
+    #: The call may have taken effect upstream (see SubmitUnknown): repeating it could pay twice.
+    outcome_unknown: ClassVar[bool] = False
 
     def __init__(
         self,
@@ -139,6 +143,15 @@ class ProviderTimeout(ProviderError):
     code = "provider_timeout"
     retry = True
     fallback = True
+
+
+class SubmitUnknown(ProviderTimeout):
+    """A long-running task's submit was sent and never answered: the task may exist (and bill) upstream.
+
+    The Router neither retries nor falls back over it unless the feature sets ``resubmit_unknown``.
+    """
+
+    outcome_unknown = True
 
 
 class ProviderUnavailable(ProviderError):

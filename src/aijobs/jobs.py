@@ -107,6 +107,9 @@ class Job:
     #: Set on the first run; a requeued job keeps it, so requeues never extend a job's deadline.
     deadline_at: float | None = None
     requeues: int = 0
+    #: A media job's long-running provider task: ``{"state": "submitting"}`` while submitting, then
+    #: the provider, model, task id and what polling needs (see :mod:`aijobs.polling`).
+    task: dict[str, Any] | None = None
 
     @property
     def terminal(self) -> bool:

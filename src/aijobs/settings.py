@@ -53,6 +53,17 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)
     job_ttl_s: int = Field(default=7 * 24 * 3600, ge=60, description="How long finished records are kept.")
     key_cache_ttl_s: float = Field(default=10.0, ge=0, description="How long an API key lookup is cached.")
+    max_output_bytes: int = Field(
+        default=2 * 1024**3, ge=1024, description="Largest media output copied into the blob store."
+    )
+    max_upload_bytes: int = Field(default=20 * 1024 * 1024, ge=1024, description="POST /v1/files limit.")
+    max_input_image_bytes: int = Field(
+        default=10 * 1024 * 1024, ge=1024, description="An input image fetched from a URL, at most."
+    )
+    file_ttl_s: int = Field(default=7 * 24 * 3600, ge=60, description="How long uploaded files are kept.")
+    outbound_allow: str = Field(
+        default="", description="Hosts and CIDRs the outbound URL guard lets through (comma-separated)."
+    )
     log_level: str = "INFO"
     log_format: Literal["json", "text"] = Field(default="json", description="json: one object per line.")
 

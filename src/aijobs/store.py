@@ -10,6 +10,7 @@ Layout (prefix ``aijobs:``):
 - ``ledger:{day}``        stream: the day's job records; ``ledger-exported:{day}`` once exported
 - ``usage:{day}``, ``usage:total``  hashes: ledger counters per cell (see :mod:`aijobs.ledger`)
 - ``spend:{day}``         hash: estimated USD per feature (budgets)
+- ``file:{id}``           string: an uploaded file's record (JSON), expiring with the file
 - ``breaker:{target}``    hash: a circuit breaker's state; ``breaker:{target}:{n}`` its window buckets
 
 Creation and every status change are single Lua scripts: atomic, and one round trip each. A
@@ -35,11 +36,11 @@ if TYPE_CHECKING:  # the ledger builds its entries with these key names
 
 IDEMPOTENCY_TTL_S = 24 * 3600
 INDEX_MARGIN_S = 2 * 24 * 3600
-_JSON_FIELDS = ("input", "metadata", "output", "error", "attempts", "usage", "route")
+_JSON_FIELDS = ("input", "metadata", "output", "error", "attempts", "usage", "route", "task")
 _FLOAT_FIELDS = ("created_at", "started_at", "finished_at", "deadline_at")
 #: What a list item shows: everything but the input and output, which can each be megabytes.
 _SUMMARY_FIELDS = ["id", "tenant", "type", "feature", "lane", "status", "runs", *_FLOAT_FIELDS]
-_SUMMARY_FIELDS += ["metadata", "error", "usage", "route"]
+_SUMMARY_FIELDS += ["metadata", "error", "usage", "route", "task"]
 _SUMMARY_KEYS = [name.encode() for name in _SUMMARY_FIELDS]
 
 
@@ -89,6 +90,10 @@ class Keys:
         return f"{cls.prefix}spend:{day}"
 
     @classmethod
+    def file(cls, file_id: str) -> str:
+        return f"{cls.prefix}file:{file_id}"
+
+    @classmethod
     def breaker(cls, target: str) -> str:
         return f"{cls.prefix}breaker:{target}"
 
@@ -127,7 +132,8 @@ if not current then return {0, false} end
 if not string.find(ARGV[2], ',' .. current .. ',', 1, true) then return {0, current} end
 local n = tonumber(ARGV[5])
 redis.call('HSET', KEYS[1], 'status', ARGV[1], unpack(ARGV, 6, 5 + n))
-if KEYS[2] then
+-- 'ledgered' makes the entry exactly-once, however many times a terminal write is attempted.
+if KEYS[2] and redis.call('HSETNX', KEYS[1], 'ledgered', '1') == 1 then
   local b = 6 + n
   redis.call('XADD', KEYS[2], '*', 'r', ARGV[b])
   redis.call('EXPIRE', KEYS[2], ARGV[b + 1])
@@ -155,6 +161,22 @@ if ARGV[3] ~= '0' then redis.call('EXPIRE', KEYS[1], ARGV[3]) end
 if ARGV[4] == '1' then return {1, current, redis.call('HGETALL', KEYS[1])} end
 return {1, current}
 """.replace("{PENDING}", Keys.pending(""))
+
+
+# KEYS: job [, arq job key, arq queue]
+# ARGV: expected status, n, n pair items… [, arq job id, arq payload, arq score, arq expiry ms]
+_UPDATE = """
+local current = redis.call('HGET', KEYS[1], 'status')
+if current ~= ARGV[1] then return {0, current or false} end
+local n = tonumber(ARGV[2])
+if n > 0 then redis.call('HSET', KEYS[1], unpack(ARGV, 3, 2 + n)) end
+if KEYS[2] then
+  local a = 3 + n
+  redis.call('SET', KEYS[2], ARGV[a + 1], 'PX', ARGV[a + 3])
+  redis.call('ZADD', KEYS[3], ARGV[a + 2], ARGV[a])
+end
+return {1, current}
+"""
 
 
 @dataclass(frozen=True, slots=True)
@@ -232,6 +254,7 @@ class JobStore:
         self.usage_ttl_s = usage_ttl_s
         self._create = ScriptBatcher(redis, redis.register_script(_CREATE))
         self._transition = ScriptBatcher(redis, redis.register_script(_TRANSITION))
+        self._update = redis.register_script(_UPDATE)
         self._ids = JobIds()
 
     async def create(
@@ -322,6 +345,27 @@ class JobStore:
         previous = JobStatus(reply[1].decode()) if reply[1] else None
         job = decode_job(reply[2]) if len(reply) > 2 else None
         return Transition(bool(reply[0]), previous, job)
+
+    async def update(
+        self, job_id: str, expect: JobStatus, fields: dict[str, Any], deliver: Delivery | None = None
+    ) -> Transition:
+        """Set ``fields`` if the job is still ``expect``; with ``deliver``, enqueue that arq job atomically.
+
+        This is how a media task's id reaches the record together with its first poll: a task is
+        never polled before it is on the record, and never on the record without a poll scheduled.
+        """
+        pairs: list[Any] = []
+        for name, value in fields.items():
+            pairs += [name, orjson.dumps(value) if name in _JSON_FIELDS else value]
+        keys = [Keys.job(job_id)]
+        args: list[Any] = [expect.value, len(pairs), *pairs]
+        if deliver is not None:
+            keys += [deliver.job_key, deliver.queue_key]
+            args += [deliver.arq_id, deliver.payload, deliver.score_ms]
+            args.append(deliver.expires_ms)
+        reply = await self._update(keys, args)
+        previous = JobStatus(reply[1].decode()) if reply[1] else None
+        return Transition(bool(reply[0]), previous)
 
     async def page(
         self,

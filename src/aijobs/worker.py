@@ -18,30 +18,46 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from dataclasses import dataclass
+from collections.abc import Awaitable, Sequence
+from dataclasses import dataclass, field
 from datetime import date, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx2
 from arq.worker import Retry
 from redis.asyncio import Redis
 
 from aijobs import ledger, logs, usage
-from aijobs.errors import AijobsError, DeadlineExceeded, InternalError, NoRoute, ProviderError, StorageError
+from aijobs.errors import (
+    AijobsError,
+    Canceled,
+    DeadlineExceeded,
+    InternalError,
+    NoRoute,
+    ProviderError,
+    ProviderTimeout,
+)
+from aijobs.files import Files
+from aijobs.inputs import inline_image
 from aijobs.jobs import Job, JobStatus
-from aijobs.providers.base import MediaResult
+from aijobs.media import store_outputs
+from aijobs.outbound import Guard
+from aijobs.polling import Poller, submits_tasks, unknown_submit
+from aijobs.providers.base import Adapter, MediaResult, Submitted
 from aijobs.providers.registry import build_adapters
+from aijobs.providers.tasks import Poll
 from aijobs.queue import JobQueue
 from aijobs.routing import Routing
 from aijobs.routing.breakers import Breakers
 from aijobs.routing.budgets import Budgets
 from aijobs.routing.config import LaneName
-from aijobs.routing.policy import Feature
+from aijobs.routing.policy import Feature, Target
 from aijobs.routing.router import Outcome, RouteFailed, Router
 from aijobs.settings import Settings
-from aijobs.storage import BlobStore, StoredBlob, open_blob_store
+from aijobs.storage import BlobStore, open_blob_store
 from aijobs.store import JobStore, Keys
 from aijobs.types import INPUT_MODELS
+from aijobs.types.common import Media, RemoteFile, Usage
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +70,7 @@ TRANSIENT = frozenset(
 )
 REQUEUE_DELAY_CAP_S = 300.0
 _MEDIA_OUTPUT_KEY = {"image": "images", "video": "videos"}
+T = TypeVar("T")
 
 
 @dataclass(slots=True)
@@ -69,6 +86,13 @@ class Runtime:
     http: httpx2.AsyncClient
     router: Router
     budgets: Budgets
+    adapters: dict[tuple[str, str], Adapter]
+    files: Files
+    guard: Guard
+    poller: Poller = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.poller = Poller(self.store, self.routing, self.adapters, self)
 
     @classmethod
     async def start(cls, settings: Settings, routing: Routing, env: dict[str, str]) -> Runtime:
@@ -78,12 +102,17 @@ class Runtime:
             limits=httpx2.Limits(max_connections=1000, max_keepalive_connections=200),
         )
         breakers = Breakers(redis, routing.config.breakers, routing.reachable())
-        router = Router(build_adapters(routing, http, env), breakers=breakers)
+        adapters = build_adapters(routing, http, env)
+        router = Router(adapters, breakers=breakers)
         store = JobStore(redis, settings.job_ttl_s, *routing.config.ledger.ttls_s())
         queue = await JobQueue.connect(settings.redis_url)
         blobs = await open_blob_store(settings)
         budgets = Budgets(redis, routing.config.breakers.refresh_s)
-        return cls(settings, routing, redis, store, queue, blobs, http, router, budgets)
+        files = Files(redis, blobs, settings.file_ttl_s)
+        guard = Guard.from_setting(settings.outbound_allow)
+        return cls(
+            settings, routing, redis, store, queue, blobs, http, router, budgets, adapters, files, guard
+        )
 
     async def close(self) -> None:
         if self.router.breakers is not None:
@@ -114,8 +143,23 @@ class Runtime:
         feature = self.routing.features.get(job.feature)
         if job.deadline_at is None and job.started_at is not None:
             job.deadline_at = job.started_at + self._deadline_s(feature)
+        if job.task and "id" in job.task:
+            return  # submitted before this delivery: its scheduled poll carries it on
+        if unknown_submit(job) and not (feature and feature.resubmit_unknown):
+            message = (
+                "a worker stopped while submitting this job's task; it may exist upstream, so it was not "
+                "submitted again (a feature with resubmit_unknown = true would)"
+            )
+            await self._fail(job, ProviderTimeout(message, provider="", model=""), job.attempts)
+            return
         try:
-            fields, target = await self._run_within_deadline(job, feature)
+            outcome = await self._run_within_deadline(job, feature)
+            if isinstance(outcome.result, Submitted):
+                attempts = [*job.attempts, *(a.to_dict() for a in outcome.attempts)]
+                await self.poller.started(job, outcome, attempts)
+                return
+            fields = await self._within_deadline(job, feature, self._success_fields(job, outcome))
+            target = (outcome.target.provider, outcome.target.model)
         except RouteFailed as failed:
             attempts = [*job.attempts, *(a.to_dict() for a in failed.attempts)]
             delay_s = self._requeue_delay_s(job, feature, failed)
@@ -137,47 +181,73 @@ class Runtime:
             return 0.0
         return feature.deadline_s or self.routing.config.lane(feature.lane).job_timeout_s
 
-    async def _run_within_deadline(
-        self, job: Job, feature: Feature | None
-    ) -> tuple[dict[str, Any], tuple[str, str]]:
-        """Route the job and store its media, all within the feature's deadline."""
+    async def _run_within_deadline(self, job: Job, feature: Feature | None) -> Outcome:
+        """Route the job (a media task: submit it) within the feature's deadline."""
         if feature is None:
             raise NoRoute(f"feature {job.feature!r} is no longer in the routing policy")
         request = INPUT_MODELS[job.type].model_validate(job.input)
+        return await self._within_deadline(job, feature, self._route(job, feature, request))
+
+    async def _route(self, job: Job, feature: Feature, request: Any) -> Outcome:
+        request = await inline_image(
+            request, job.tenant, files=self.files, guard=self.guard, http=self.http,
+            max_bytes=self.settings.max_input_image_bytes,
+        )  # fmt: skip
+        targets = await self.budgets.targets(feature)
+        tasks = any(
+            submits_tasks(self.adapters[(t.provider, feature.type)]) for t in targets or feature.targets
+        )
+        if tasks and not await self.poller.mark_submitting(job):
+            raise Canceled("the job was canceled")
+        return await self.router.run(feature, request, targets)
+
+    async def _within_deadline(self, job: Job, feature: Feature | None, step: Awaitable[T]) -> T:
         assert job.deadline_at is not None
-        remaining_s = job.deadline_at - time.time()
         try:
-            async with asyncio.timeout(max(0.0, remaining_s)):
-                targets = await self.budgets.targets(feature)
-                outcome = await self.router.run(feature, request, targets)
-                return await self._success_fields(job, outcome), (
-                    outcome.target.provider,
-                    outcome.target.model,
-                )
+            async with asyncio.timeout(max(0.0, job.deadline_at - time.time())):
+                return await step
         except TimeoutError:
             deadline_s = self._deadline_s(feature)
             raise DeadlineExceeded(f"the job did not finish within its {deadline_s:g} s deadline") from None
 
     async def _success_fields(self, job: Job, outcome: Outcome) -> dict[str, Any]:
         result = outcome.result
+        assert not isinstance(result, Submitted)
         if isinstance(result, MediaResult):
-            blobs = await self._store_media(job, result)
-            output = {"audio": blobs[0]} if job.type == "speech" else {_MEDIA_OUTPUT_KEY[job.type]: blobs}
+            output = await self._store_media(job, result.items, outcome.target.provider, outcome.target.model)
         else:
             output = result.output()
         route = outcome.route()
         route["model"] = result.model or route["model"]
-        usage = result.usage.model_copy()
-        target = outcome.target
+        attempts = [*job.attempts, *(a.to_dict() for a in outcome.attempts)]
+        return self._fields(job, output, result.usage, attempts, route, outcome.target)
+
+    def _fields(
+        self,
+        job: Job,
+        output: dict[str, Any],
+        usage: Usage,
+        attempts: list[dict[str, Any]],
+        route: dict[str, Any],
+        target: Target,
+    ) -> dict[str, Any]:
+        usage = usage.model_copy()
         usage.cost_usd = self.routing.prices.cost_usd(target.provider, target.model, job.type, usage)
-        attempts = [a.to_dict() for a in outcome.attempts]
         attempts[-1]["cost_usd"] = usage.cost_usd
-        return {
-            "output": output,
-            "usage": usage.model_dump(),
-            "attempts": [*job.attempts, *attempts],
-            "route": route,
-        }
+        return {"output": output, "usage": usage.model_dump(), "attempts": attempts, "route": route}
+
+    async def finish_media(self, job: Job, poll: Poll, task: dict[str, Any]) -> None:
+        """A media task succeeded: copy its outputs into the store and finish the job (the Poller calls)."""
+        target = Target(task["provider"], task["model"])
+        output = await self._store_media(job, poll.outputs, target.provider, target.model)
+        usage = poll.usage or Usage(units=float(len(poll.outputs)) if job.type == "image" else 0.0)
+        fields = self._fields(job, output, usage, job.attempts, job.route or {}, target)
+        fields["task"] = task
+        await self._succeed(job, fields, (target.provider, target.model))
+
+    async def fail(self, job: Job, error: AijobsError, attempts: list[dict[str, Any]]) -> None:
+        """Fail ``job`` with ``error`` (the Poller calls this too); recorded in the ledger."""
+        await self._fail(job, error, attempts)
 
     async def _succeed(self, job: Job, fields: dict[str, Any], target: tuple[str, str]) -> None:
         now = time.time()
@@ -203,6 +273,8 @@ class Runtime:
         """How long to wait before the job's next run, or ``None`` when it should fail now."""
         if feature is None or job.requeues >= feature.requeues or job.deadline_at is None:
             return None
+        if failed.error.outcome_unknown if isinstance(failed.error, ProviderError) else False:
+            return None  # a task may exist upstream: running the route again could pay twice
         if not isinstance(failed.error, ProviderError) or failed.error.code not in TRANSIENT:
             return None
         if any(a.error_code not in TRANSIENT for a in failed.attempts):
@@ -216,27 +288,24 @@ class Runtime:
         return delay_s
 
     async def _requeue(self, job: Job, attempts: list[dict[str, Any]], delay_s: float) -> bool:
-        fields = {"attempts": attempts, "deadline_at": repr(job.deadline_at), "requeues": job.requeues + 1}
+        fields: dict[str, Any] = {
+            "attempts": attempts, "deadline_at": repr(job.deadline_at), "requeues": job.requeues + 1,
+        }  # fmt: skip
+        if job.task is not None:
+            fields["task"] = None  # every submit failed for sure: the next run starts clean
         moved = await self.store.transition(job.id, JobStatus.QUEUED, fields=fields)
         if moved.ok:
             log.info("job %s: every target failed transiently; requeued for %.1f s", job.id, delay_s)
         return moved.ok
 
-    async def _store_media(self, job: Job, result: MediaResult) -> list[dict[str, Any]]:
-        blobs = []
-        for i, media in enumerate(result.items):
-            key = f"{job.tenant}/{job.id}/{i}.{media.extension}"
-            try:
-                stored: StoredBlob = await self.blobs.put(key, media.data, media.content_type)
-            except Exception as exc:
-                log.exception("job %s: storing %s failed", job.id, key)
-                raise StorageError(f"could not store output {i}: {type(exc).__name__}") from exc
-            blob: dict[str, Any] = stored.to_dict()
-            for name in ("width", "height", "duration_s"):
-                if getattr(media, name) is not None:
-                    blob[name] = getattr(media, name)
-            blobs.append(blob)
-        return blobs
+    async def _store_media(
+        self, job: Job, items: Sequence[Media | RemoteFile], provider: str, model: str
+    ) -> dict[str, Any]:
+        blobs = await store_outputs(
+            self.blobs, self.http, f"{job.tenant}/{job.id}", items,
+            max_bytes=self.settings.max_output_bytes, provider=provider, model=model,
+        )  # fmt: skip
+        return {"audio": blobs[0]} if job.type == "speech" else {_MEDIA_OUTPUT_KEY[job.type]: blobs}
 
     async def _delete_blobs(self, output: dict[str, Any]) -> None:
         for value in output.values():
@@ -292,3 +361,12 @@ async def run_job(ctx: dict[str, Any], job_id: str) -> None:
     """The arq task: carries only the job id."""
     runtime: Runtime = ctx["runtime"]
     await runtime.process(job_id, ctx.get("job_try", 1))
+
+
+async def poll_task(ctx: dict[str, Any], job_id: str) -> None:
+    """The arq task polling a media job's provider task once; it reschedules itself while pending."""
+    runtime: Runtime = ctx["runtime"]
+    with logs.bind(job_id=job_id):
+        delay_s = await runtime.poller.poll(job_id)
+    if delay_s is not None:
+        raise Retry(defer=delay_s)

@@ -17,7 +17,7 @@ from aijobs.queue import lane_worker, lane_worker_options
 from aijobs.routing import Routing, load_policy
 from aijobs.routing.config import LaneName
 from aijobs.settings import Settings
-from aijobs.worker import Runtime, run_job
+from aijobs.worker import Runtime, poll_task, run_job
 
 log = logging.getLogger(__name__)
 RECOVERY_INTERVAL_S = 15.0
@@ -32,7 +32,8 @@ async def serve(settings: Settings, routing: Routing, lanes: list[LaneName], env
     runtime = await Runtime.start(settings, routing, env)
     ctx: dict[str, Any] = {"runtime": runtime}
     workers = [
-        lane_worker(lane, routing.config.lane(lane), run_job, ctx, settings.redis_url) for lane in lanes
+        lane_worker(lane, routing.config.lane(lane), run_job, ctx, settings.redis_url, poll_task)
+        for lane in lanes
     ]
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -82,7 +83,7 @@ def arq_settings(lane: LaneName) -> dict[str, Any]:
         await ctx["sweeper"]
         await ctx["runtime"].close()
 
-    options = lane_worker_options(lane, routing.config.lane(lane), run_job, settings.redis_url)
+    options = lane_worker_options(lane, routing.config.lane(lane), run_job, settings.redis_url, poll_task)
     return {**options, "on_startup": startup, "on_shutdown": shutdown}
 
 

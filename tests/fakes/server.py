@@ -9,6 +9,7 @@ import time
 from collections.abc import Iterator
 
 import uvicorn
+from starlette.types import ASGIApp
 
 from tests.fakes.providers import create_app
 
@@ -16,8 +17,8 @@ START_TIMEOUT_S = 10.0
 
 
 @contextlib.contextmanager
-def fake_providers_server() -> Iterator[str]:
-    """Serve a fresh fake on 127.0.0.1 and a free port; yield its base URL, e.g. ``http://127.0.0.1:PORT``."""
+def fake_providers_server(app: ASGIApp | None = None) -> Iterator[str]:
+    """Serve ``app`` (default: a fresh provider fake) on 127.0.0.1 and a free port; yield its base URL."""
     # IPPROTO_TCP explicitly: asyncio sets TCP_NODELAY on accepted connections only when the listening
     # socket's proto says TCP, and without it every response waits ~40 ms on delayed ACKs.
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
@@ -25,7 +26,7 @@ def fake_providers_server() -> Iterator[str]:
         sock.bind(("127.0.0.1", 0))
         port = int(sock.getsockname()[1])
         config = uvicorn.Config(
-            create_app(), loop="asyncio", http="h11", ws="none", lifespan="off",
+            app or create_app(), loop="asyncio", http="h11", ws="none", lifespan="off",
             log_config=None, log_level="warning", access_log=False,
         )  # fmt: skip
         server = uvicorn.Server(config)

@@ -22,11 +22,13 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from starlette.exceptions import HTTPException
 
-from aijobs.api import health, jobs, operations
+from aijobs.api import files, health, jobs, operations
 from aijobs.api.deps import Services
 from aijobs.api.limits import BodyLimit
 from aijobs.apikeys import ApiKeys
 from aijobs.errors import AijobsError, CallerError, InternalError, InvalidRequest, StorageError
+from aijobs.files import Files
+from aijobs.outbound import Guard
 from aijobs.queue import JobQueue
 from aijobs.routing import Routing, load_policy
 from aijobs.routing.breakers import Breakers
@@ -106,6 +108,8 @@ def create_app(settings: Settings, routing: Routing) -> FastAPI:
             keys=ApiKeys(redis, settings.key_cache_ttl_s),
             blobs=blobs,
             breakers=Breakers(redis, routing.config.breakers, routing.reachable()),
+            files=Files(redis, blobs, settings.file_ttl_s),
+            guard=Guard.from_setting(settings.outbound_allow),
         )
         try:
             yield
@@ -120,7 +124,9 @@ def create_app(settings: Settings, routing: Routing) -> FastAPI:
         version="0.1.0",
         lifespan=lifespan,
     )
-    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    # An upload's multipart envelope adds a little to the file's own limit.
+    uploads = {"/v1/files": settings.max_upload_bytes + 64 * 1024}
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes, overrides=uploads)
     app.add_exception_handler(AijobsError, _aijobs_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(HTTPException, _http_error)
@@ -128,6 +134,7 @@ def create_app(settings: Settings, routing: Routing) -> FastAPI:
     app.add_exception_handler(RedisTimeoutError, _redis_unavailable)
     app.add_exception_handler(Exception, _unexpected)
     app.include_router(jobs.router)
+    app.include_router(files.router)
     app.include_router(health.router)
     app.include_router(operations.router)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]

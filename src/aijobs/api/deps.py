@@ -9,6 +9,8 @@ from redis.asyncio import Redis
 
 from aijobs.apikeys import ApiKeys
 from aijobs.errors import Unauthorized
+from aijobs.files import Files
+from aijobs.outbound import Guard
 from aijobs.queue import JobQueue
 from aijobs.routing import Routing
 from aijobs.routing.breakers import Breakers
@@ -29,6 +31,8 @@ class Services:
     keys: ApiKeys
     blobs: BlobStore
     breakers: Breakers
+    files: Files
+    guard: Guard
 
 
 def services(request: Request) -> Services:

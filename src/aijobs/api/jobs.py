@@ -13,8 +13,9 @@ from aijobs import ledger
 from aijobs.api.deps import Services, services, tenant
 from aijobs.api.views import job_view
 from aijobs.errors import Canceled, Conflict, InvalidRequest, NotFound
+from aijobs.inputs import check_image_ref
 from aijobs.jobs import TERMINAL, Job, JobStatus, is_job_id
-from aijobs.queue import delivery
+from aijobs.queue import delivery, poll_id
 from aijobs.store import IdempotencyConflict
 from aijobs.types import JOB_TYPES, JobRequest
 
@@ -80,6 +81,9 @@ async def submit(
     """Validate, write the record, enqueue its id. ``Idempotency-Key`` makes retries safe."""
     job_request = parse_job_request(await request.body())
     feature = svc.routing.feature_for(job_request.type, job_request.feature)
+    image = getattr(job_request.input, "image", None)
+    if image is not None:  # a file that isn't the caller's, a URL the worker would refuse: 422 now
+        await check_image_ref(image, owner, svc.files, svc.guard)
     idempotency = None
     if idempotency_key is not None:  # only then is the canonical body needed, to compare bodies
         canonical = job_request.model_dump_json(by_alias=True, exclude_none=True).encode()
@@ -155,5 +159,7 @@ async def cancel(job_id: str, svc: Svc, owner: Tenant) -> Response:
         raise Conflict(f"job {job.id} is already {state}", param="id")
     if result.previous is JobStatus.QUEUED:
         await svc.queue.discard(job.id, job.lane)
+    elif result.job.task and "id" in result.job.task:
+        await svc.queue.wake(poll_id(job.id), job.lane)  # its poller cancels the task upstream now
     assert result.job.status in TERMINAL
     return _json(await job_view(result.job, svc.blobs, svc.settings.blob_url_ttl_s), 200)

@@ -11,17 +11,20 @@ from aijobs.errors import PayloadTooLarge
 class BodyLimit:
     """ASGI middleware. Checks ``Content-Length`` up front and counts streamed bytes as they arrive."""
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, max_bytes: int, overrides: dict[str, int] | None = None) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        #: Path → its own limit (uploads are larger than job bodies).
+        self.overrides = overrides or {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        max_bytes = self.overrides.get(scope["path"].rstrip("/"), self.max_bytes)
         for name, value in scope["headers"]:
-            if name == b"content-length" and value.isdigit() and int(value) > self.max_bytes:
-                await _send_413(send, self.max_bytes)
+            if name == b"content-length" and value.isdigit() and int(value) > max_bytes:
+                await _send_413(send, max_bytes)
                 return
         received = 0
 
@@ -30,8 +33,8 @@ class BodyLimit:
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
-                if received > self.max_bytes:
-                    raise PayloadTooLarge(f"the request body exceeds {self.max_bytes} bytes")
+                if received > max_bytes:
+                    raise PayloadTooLarge(f"the request body exceeds {max_bytes} bytes")
             return message
 
         await self.app(scope, limited_receive, send)

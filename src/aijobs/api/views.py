@@ -45,7 +45,20 @@ def _common(job: Job) -> dict[str, Any]:
         "started_at": iso(job.started_at),
         "finished_at": iso(job.finished_at),
         "requeues": job.requeues,
+        **_task_view(job.task),
     }
+
+
+def _task_view(task: dict[str, Any] | None) -> dict[str, Any]:
+    """A media job's provider task as its owner sees it: progress and the provider's own status."""
+    if not task or "id" not in task:
+        return {}
+    view = {k: task.get(k) for k in ("provider", "model", "state", "raw_status", "polls")}
+    if "upstream_canceled" in task:  # whether canceling the job also stopped (and unbilled) the task
+        view["upstream_canceled"] = task["upstream_canceled"]
+    view["id"] = task["id"]
+    view["submitted_at"] = iso(task.get("submitted_at"))
+    return {"progress": task.get("progress"), "task": view}
 
 
 async def _signed_output(

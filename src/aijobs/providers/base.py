@@ -9,7 +9,7 @@ worker do that. Each adapter declares ``Options``, the pydantic model its per-mo
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, Protocol
 
@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict
 from aijobs.routing.config import ProviderConfig
 from aijobs.tokens import count_tokens
 from aijobs.types.chat import ChatResult
-from aijobs.types.common import Media, Usage
+from aijobs.types.common import Media, RemoteFile, Usage
 from aijobs.types.embed import EmbedResult
 from aijobs.types.rerank import RerankResult
 
@@ -32,14 +32,30 @@ class NoOptions(BaseModel):
 
 @dataclass(frozen=True, slots=True)
 class MediaResult:
-    """What a media adapter returns: the files, and what they cost in units."""
+    """What a media adapter returns: the files (in hand, or to download), and what they cost in units."""
 
-    items: list[Media]
+    items: Sequence[Media | RemoteFile]
     model: str
     usage: Usage
 
 
-Result = ChatResult | EmbedResult | RerankResult | MediaResult
+@dataclass(frozen=True, slots=True)
+class Task:
+    """A long-running task upstream: the provider's id, and what polling it needs (JSON-safe)."""
+
+    id: str
+    data: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Submitted:
+    """What a task adapter's ``run`` (its submit) returns: a task to poll, not yet a result."""
+
+    task: Task
+    model: str
+
+
+Result = ChatResult | EmbedResult | RerankResult | MediaResult | Submitted
 
 
 @dataclass(frozen=True, slots=True)

@@ -44,8 +44,9 @@ _CONTEXT_HINTS = re.compile(
     re.IGNORECASE,
 )
 _POLICY_HINTS = re.compile(
-    r"content[_ ]?(policy|filter|management|moderat)|safety|sensitive|data_inspection_failed|"
-    r"inappropriate|flagged|filtered",
+    r"content[_ ]?(policy|filter|management|moderat)|safety|sensitive|data_?inspection_?failed|"
+    r"inappropriate|flagged|filtered|"
+    r"^102[67]\b",  # MiniMax base_resp: sensitive input / output, whatever the message says
     re.IGNORECASE,
 )
 _AUTH_HINTS = re.compile(
@@ -98,16 +99,29 @@ def json_headers(
     return headers
 
 
+#: Failures that happen before a request is sent: repeating the request cannot do it twice.
+_NOT_SENT = (httpx2.ConnectError, httpx2.ConnectTimeout, httpx2.PoolTimeout)
+
+
 @contextlib.contextmanager
-def transport_errors(provider: str, model: str) -> Iterator[None]:
-    """Turn a transport failure (no answer in time, no connection) into a provider error."""
+def transport_errors(provider: str, model: str, *, submit: bool = False) -> Iterator[None]:
+    """Turn a transport failure (no answer in time, no connection) into a provider error.
+
+    With ``submit`` (a long-running task's create call), a failure after the request went out is a
+    :class:`~aijobs.errors.SubmitUnknown`: the task may exist upstream.
+    """
     try:
         yield
-    except httpx2.TimeoutException as exc:
-        raise errors.ProviderTimeout(
-            f"{provider} did not answer in time ({type(exc).__name__})", provider=provider, model=model
-        ) from None
     except httpx2.RequestError as exc:
+        if submit and not isinstance(exc, _NOT_SENT):
+            raise errors.SubmitUnknown(
+                f"{provider} did not answer the submit ({type(exc).__name__}); the task may exist upstream",
+                provider=provider, model=model,
+            ) from None  # fmt: skip
+        if isinstance(exc, httpx2.TimeoutException):
+            raise errors.ProviderTimeout(
+                f"{provider} did not answer in time ({type(exc).__name__})", provider=provider, model=model
+            ) from None
         raise errors.ProviderUnavailable(
             f"could not reach {provider}: {type(exc).__name__}", provider=provider, model=model
         ) from None
@@ -123,9 +137,28 @@ async def post_json(
     timeouts: httpx2.Timeout,
 ) -> Any:
     """POST ``body`` as JSON and return the decoded answer, or raise a :class:`ProviderError`."""
+    return await request_json(context, "POST", url, body, model=model, headers=headers, timeouts=timeouts)
+
+
+async def request_json(
+    context: ProviderContext,
+    method: str,
+    url: str,
+    body: Mapping[str, Any] | None = None,
+    *,
+    model: str,
+    headers: Mapping[str, str],
+    timeouts: httpx2.Timeout,
+    submit: bool = False,
+) -> Any:
+    """Send ``body`` (if any) as JSON with ``method``; the decoded answer, or a :class:`ProviderError`.
+
+    ``submit`` marks a long-running task's create call (see :func:`transport_errors`).
+    """
     provider = context.name
-    with transport_errors(provider, model):
-        response = await context.http.post(url, content=orjson.dumps(body), headers=headers, timeout=timeouts)
+    content = orjson.dumps(body) if body is not None else None
+    with transport_errors(provider, model, submit=submit):
+        response = await context.http.request(method, url, content=content, headers=headers, timeout=timeouts)
     if response.status_code >= 400:
         raise error_for(
             response.status_code, response.content, response.headers, provider, model, context.api_key
@@ -142,6 +175,42 @@ async def post_json(
     if embedded is not None:
         raise error_for(embedded, response.content, response.headers, provider, model, context.api_key)
     return data
+
+
+async def post_for_bytes(
+    context: ProviderContext,
+    url: str,
+    body: Mapping[str, Any],
+    *,
+    model: str,
+    headers: Mapping[str, str],
+    timeouts: httpx2.Timeout,
+    max_bytes: int,
+) -> tuple[bytes, str]:
+    """POST ``body`` as JSON to an endpoint that answers with a file (speech); ``(bytes, content type)``.
+
+    The body is read in chunks and refused past ``max_bytes``; an error answer is mapped as usual.
+    """
+    provider = context.name
+    with transport_errors(provider, model):
+        async with context.http.stream(
+            "POST", url, content=orjson.dumps(body), headers=headers, timeout=timeouts
+        ) as response:
+            if response.status_code >= 400:
+                content = await response.aread()
+                raise error_for(
+                    response.status_code, content, response.headers, provider, model, context.api_key
+                )
+            data = bytearray()
+            async for chunk in response.aiter_bytes():
+                data += chunk
+                if len(data) > max_bytes:
+                    raise errors.ProviderBadResponse(
+                        f"{provider} {model}: the answer is larger than {max_bytes} bytes",
+                        provider=provider, model=model, status=response.status_code,
+                    )  # fmt: skip
+            content_type = response.headers.get("content-type", "application/octet-stream")
+    return bytes(data), content_type.split(";")[0].strip()
 
 
 def embedded_error(data: Any) -> int | None:

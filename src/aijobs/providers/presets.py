@@ -78,7 +78,11 @@ PRESETS: Mapping[str, Preset] = MappingProxyType(
 
 #: Where each kind's own service runs, for kinds without presets (the sim belongs to no region).
 KIND_REGIONS: Mapping[str, str] = MappingProxyType(
-    {"anthropic": "global", "gemini": "global", "jina": "global", "voyage": "global", "dashscope": "cn"}
+    {
+        **{"anthropic": "global", "gemini": "global", "jina": "global", "voyage": "global"},
+        **{"bfl": "global", "fal": "global", "elevenlabs": "global", "kling": "global", "minimax": "global"},
+        **{"dashscope": "cn", "ark": "cn"},
+    }
 )
 
 

@@ -11,7 +11,23 @@ from types import MappingProxyType
 
 import httpx2
 
-from aijobs.providers import anthropic, cohere, gemini, openai, rerank, sim
+from aijobs.providers import (
+    anthropic,
+    ark,
+    bfl,
+    cohere,
+    elevenlabs,
+    fal,
+    gemini,
+    kling,
+    minimax,
+    openai,
+    openai_media,
+    rerank,
+    sim,
+    veo,
+    wan,
+)
 from aijobs.providers.base import Adapter, ProviderContext
 from aijobs.routing.policy import Routing
 
@@ -33,6 +49,20 @@ ADAPTERS: Mapping[tuple[str, str], type[Adapter]] = MappingProxyType(
         ("jina", "rerank"): rerank.JinaRerank,
         ("voyage", "rerank"): rerank.VoyageRerank,
         ("dashscope", "rerank"): rerank.DashScopeRerank,
+        ("openai", "image"): openai_media.OpenAIImage,
+        ("openai", "speech"): openai_media.OpenAISpeech,
+        ("elevenlabs", "speech"): elevenlabs.ElevenLabsSpeech,
+        ("minimax", "speech"): minimax.MiniMaxSpeech,
+        # Long-running tasks (submit → poll → fetch): see aijobs.providers.tasks and aijobs.polling.
+        ("minimax", "video"): minimax.MiniMaxVideo,
+        ("kling", "video"): kling.KlingVideo,
+        ("ark", "video"): ark.SeedanceVideo,
+        ("gemini", "video"): veo.VeoVideo,
+        ("dashscope", "video"): wan.WanVideo,
+        ("dashscope", "image"): wan.WanImage,
+        ("bfl", "image"): bfl.BflImage,
+        ("fal", "image"): fal.FalImage,
+        ("fal", "video"): fal.FalVideo,
     }
 )
 

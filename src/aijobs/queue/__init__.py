@@ -22,6 +22,8 @@ from aijobs.queue.lanes import LaneWorker
 from aijobs.routing.config import LaneConfig
 
 RUN_JOB = "run_job"
+#: The arq task that polls a media job's provider task once (and reschedules itself).
+POLL_TASK = "poll_task"
 WorkerFunction = WorkerCoroutine
 
 
@@ -52,12 +54,29 @@ class Delivery:
     score_ms: int
     expires_ms: int
 
+    @property
+    def arq_id(self) -> str:
+        return self.job_key.removeprefix(job_key_prefix)
+
 
 def delivery(job_id: str, lane: str) -> Delivery:
     """How to enqueue ``job_id`` on ``lane`` now, in arq's own format."""
     now_ms = timestamp_ms()
     payload = serialize_job(RUN_JOB, (job_id,), {}, None, now_ms, serializer=_dumps)
     return Delivery(job_key_prefix + job_id, queue_name(lane), payload, now_ms, expires_extra_ms)
+
+
+def poll_id(job_id: str) -> str:
+    """The arq job id of ``job_id``'s task polls: one per job, so a poll is never scheduled twice."""
+    return f"poll:{job_id}"
+
+
+def poll_delivery(job_id: str, lane: str, defer_s: float) -> Delivery:
+    """How to schedule the first poll of ``job_id``'s provider task, ``defer_s`` from now."""
+    now_ms = timestamp_ms()
+    score_ms = now_ms + int(defer_s * 1000)
+    payload = serialize_job(POLL_TASK, (job_id,), {}, None, score_ms, serializer=_dumps)
+    return Delivery(job_key_prefix + poll_id(job_id), queue_name(lane), payload, score_ms, expires_extra_ms)
 
 
 class JobQueue:
@@ -95,16 +114,28 @@ class JobQueue:
             pipe.delete(f"arq:job:{job_id}")
             await pipe.execute()
 
+    async def wake(self, arq_job_id: str, lane: str) -> bool:
+        """Make a scheduled arq job due now (a canceled media job's next poll); ``False`` if none waits."""
+        changed = await self._pool.zadd(queue_name(lane), {arq_job_id: timestamp_ms()}, xx=True, ch=True)
+        return bool(changed)
+
     async def close(self) -> None:
         await self._pool.aclose(close_connection_pool=True)
 
 
 def lane_worker_options(
-    lane: str, config: LaneConfig, run_job: WorkerFunction, redis_url: str
+    lane: str,
+    config: LaneConfig,
+    run_job: WorkerFunction,
+    redis_url: str,
+    poll_task: WorkerFunction | None = None,
 ) -> dict[str, Any]:
     """arq Worker settings for one lane, tuned by ``config`` (arq's defaults cap throughput)."""
+    functions = [func(run_job, name=RUN_JOB)]
+    if poll_task is not None:
+        functions.append(func(poll_task, name=POLL_TASK))
     return {
-        "functions": [func(run_job, name=RUN_JOB)],
+        "functions": functions,
         "queue_name": queue_name(lane),
         "redis_settings": redis_settings(redis_url),
         "max_jobs": config.max_jobs,
@@ -118,7 +149,13 @@ def lane_worker_options(
 
 
 def lane_worker(
-    lane: str, config: LaneConfig, run_job: WorkerFunction, ctx: dict[str, Any], redis_url: str
+    lane: str,
+    config: LaneConfig,
+    run_job: WorkerFunction,
+    ctx: dict[str, Any],
+    redis_url: str,
+    poll_task: WorkerFunction | None = None,
 ) -> LaneWorker:
     """A worker for one lane; signals are the caller's to handle."""
-    return LaneWorker(**lane_worker_options(lane, config, run_job, redis_url), ctx=ctx, handle_signals=False)
+    options = lane_worker_options(lane, config, run_job, redis_url, poll_task)
+    return LaneWorker(**options, ctx=ctx, handle_signals=False)

@@ -56,6 +56,20 @@ _DEFAULT_LANES = {
 }
 
 
+class TaskConfig(_Config):
+    """How long-running tasks (video, async images) of one provider are polled."""
+
+    poll_interval_s: float = Field(default=2.0, gt=0, le=600, description="First poll's delay after submit.")
+    poll_interval_cap_s: float = Field(default=15.0, gt=0, le=3600, description="Polls slow down to this.")
+    task_timeout_s: float = Field(
+        default=1800.0, gt=0, le=7 * 86400, description="A task not done by then fails: provider_timeout."
+    )
+    max_concurrent_polls: int = Field(default=64, ge=1, le=10_000, description="Per worker process.")
+    max_poll_errors: int = Field(
+        default=10, ge=1, le=1000, description="Consecutive failed polls before the job fails."
+    )
+
+
 class ProviderConfig(_Config):
     """An upstream account. ``models`` holds per-model options validated by the kind's adapters."""
 
@@ -74,6 +88,7 @@ class ProviderConfig(_Config):
     prices: dict[str, Price] = Field(
         default_factory=dict, description="Per-model prices; override the bundled table."
     )
+    tasks: TaskConfig = Field(default_factory=TaskConfig)
 
     @model_validator(mode="after")
     def _preset_known(self) -> ProviderConfig:
@@ -130,6 +145,11 @@ class FeatureConfig(_Config):
     budget_usd_per_day: float | None = Field(default=None, gt=0, description="Estimated spend per UTC day.")
     on_budget_exceeded: str = Field(
         default="reject", pattern=r"^(reject|downgrade:[^:]+:.+)$", description="reject | downgrade:<target>"
+    )
+    resubmit_unknown: bool = Field(
+        default=False,
+        description="Media tasks: resubmit (retry, fall back) when a submit's outcome is unknown. "
+        "It may pay twice.",
     )
     description: str = ""
 

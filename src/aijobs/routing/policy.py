@@ -62,6 +62,8 @@ class Feature:
     downgrade: Target | None = None
     #: Chat only: an attempt with no first token by then is a timeout (streaming adapters).
     ttft_timeout_s: float | None = None
+    #: Media tasks: whether a submit with an unknown outcome may be repeated (possibly paying twice).
+    resubmit_unknown: bool = False
 
     def reachable(self) -> tuple[Target, ...]:
         """Every target a job of this feature may call: the route's, then the budget downgrade."""
@@ -202,6 +204,7 @@ def _resolve_feature(
         name, feature.type, feature.lane_name(), targets, feature.timeout_s, feature.deadline_s, retry,
         fallback_on, tuple(steps), feature.requeues, feature.requeue_delay_s, feature.budget_usd_per_day,
         _downgrade(name, feature, config, enabled, options_model, warnings), feature.ttft_timeout_s,
+        feature.resubmit_unknown,
     )  # fmt: skip
 
 

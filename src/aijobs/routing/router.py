@@ -28,8 +28,16 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aijobs import logs
-from aijobs.errors import AijobsError, InternalError, ProviderError, ProviderTimeout, ProviderUnavailable
+from aijobs.errors import (
+    AijobsError,
+    InternalError,
+    ProviderError,
+    ProviderTimeout,
+    ProviderUnavailable,
+    SubmitUnknown,
+)
 from aijobs.providers.base import Adapter, Result
+from aijobs.providers.tasks import TaskAdapter
 from aijobs.routing.breakers import Breakers
 from aijobs.routing.policy import Feature, RetryPolicy, Target
 
@@ -172,6 +180,8 @@ class Router:
                 return result, None
             if not (isinstance(error, ProviderError) and error.retry) or self._opened(target):
                 break
+            if error.outcome_unknown and not feature.resubmit_unknown:
+                break
         return None, error
 
     def _opened(self, target: Target) -> bool:
@@ -213,7 +223,7 @@ class Router:
                 async with asyncio.timeout(feature.timeout_s):
                     result = await self._call(adapter, target, feature, request, attempt, started)
         except Exception as exc:  # every failure becomes an attempt record, then a decision
-            error = _as_error(exc, target, feature.timeout_s)
+            error = _as_error(exc, target, feature.timeout_s, submit=isinstance(adapter, TaskAdapter))
             attempt.latency_ms = (time.perf_counter() - started) * 1000
             attempt.outcome, attempt.error_code = "error", error.code
             if isinstance(error, ProviderError):
@@ -271,17 +281,21 @@ def falls_back(feature: Feature, error: AijobsError) -> bool:
     """Whether ``error`` moves ``feature``'s route on: its own ``fallback_on`` list, else the error's flag."""
     if not isinstance(error, ProviderError):
         return False
+    if error.outcome_unknown and not feature.resubmit_unknown:
+        return False  # the task may exist upstream: another provider would be paid as well
     if feature.fallback_on is not None:
         return error.code in feature.fallback_on
     return error.fallback
 
 
-def _as_error(exc: Exception, target: Target, timeout_s: float) -> AijobsError:
+def _as_error(exc: Exception, target: Target, timeout_s: float, *, submit: bool = False) -> AijobsError:
     if isinstance(exc, AijobsError):
         return exc
     if isinstance(exc, TimeoutError):
-        return ProviderTimeout(
-            f"{target} did not answer within {timeout_s:g} s", provider=target.provider, model=target.model
-        )
+        message = f"{target} did not answer within {timeout_s:g} s"
+        if submit:  # cut off mid-submit: the request may have reached the provider and started a task
+            message += "; the task may exist upstream, so it is not submitted again"
+            return SubmitUnknown(message, provider=target.provider, model=target.model)
+        return ProviderTimeout(message, provider=target.provider, model=target.model)
     log.exception("adapter for %s raised unexpectedly", target)
     return InternalError(f"unexpected error calling {target}")

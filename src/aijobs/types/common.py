@@ -20,8 +20,8 @@ ImageRef = Field(
     default=None,
     min_length=1,
     max_length=MAX_URL_CHARS,
-    pattern=r"^(https?://|data:image/)",
-    description="An http(s) URL or a data:image/... URL.",
+    pattern=r"^(https?://|data:image/|file_[0-9a-f]{24}$)",
+    description="An http(s) URL, a data:image/... URL, or the id of an uploaded file (POST /v1/files).",
 )
 
 
@@ -35,6 +35,23 @@ class Usage(BaseModel):
     units: float = 0.0
     estimated: bool = False
     cost_usd: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RemoteFile:
+    """One media output the worker downloads (streamed) from the provider into the BlobStore.
+
+    ``headers`` carry what the download needs (Veo's files need our key); they are used for the one
+    request and never stored. ``content_type``/``extension`` left ``None`` come from the response.
+    """
+
+    url: str
+    content_type: str | None = None
+    extension: str | None = None
+    width: int | None = None
+    height: int | None = None
+    duration_s: float | None = None
+    headers: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

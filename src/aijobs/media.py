@@ -1,0 +1,143 @@
+"""Media outputs into the BlobStore, the moment they exist: bytes in hand, or streamed from the provider.
+
+Provider result URLs expire (BFL's in ~10 minutes, Ark's in a day) or need our key (Veo), so every
+output is copied at once and users only ever get our signed URLs. A download streams straight into
+the store (multipart for large objects), hashed and counted on the way and cut off past
+``max_bytes``; it never sits whole in memory. ::
+
+    store_outputs(...)  → one blob dict per output (key, content_type, bytes, sha256, width, height,
+                          duration_s), or raises — having deleted what it already stored:
+    ├── the provider's file is gone (403/404/410)      → ProviderUnavailable (not retried: expired)
+    ├── the download failed (5xx, transport)            → OutputDownloadFailed (try again later)
+    ├── the file is larger than max_bytes               → StorageError
+    └── the store failed                                → StorageError
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
+
+import httpx2
+
+from aijobs.errors import ProviderUnavailable, StorageError
+from aijobs.storage import BlobStore, BlobTooLarge, StoredBlob
+from aijobs.types.common import Media, RemoteFile
+
+log = logging.getLogger(__name__)
+
+DOWNLOAD_CHUNK_BYTES = 256 * 1024
+_GONE = frozenset({401, 403, 404, 410})
+_EXTENSIONS = {
+    "video/mp4": "mp4", "video/webm": "webm", "video/quicktime": "mov", "image/png": "png",
+    "image/jpeg": "jpg", "image/webp": "webp", "image/gif": "gif", "audio/mpeg": "mp3", "audio/wav": "wav",
+    "audio/x-wav": "wav", "audio/flac": "flac", "audio/ogg": "ogg", "audio/aac": "aac", "audio/pcm": "pcm",
+}  # fmt: skip
+
+
+class OutputDownloadFailed(ProviderUnavailable):
+    """Downloading a provider's output failed in a way worth trying again (5xx, a dropped connection)."""
+
+
+async def store_outputs(
+    blobs: BlobStore,
+    http: httpx2.AsyncClient,
+    key_prefix: str,
+    items: Sequence[Media | RemoteFile],
+    *,
+    max_bytes: int,
+    provider: str = "",
+    model: str = "",
+) -> list[dict[str, Any]]:
+    """Store each of ``items`` under ``{key_prefix}/{i}.{ext}``; their blob dicts, in order."""
+    stored: list[dict[str, Any]] = []
+    try:
+        for i, item in enumerate(items):
+            stored.append(
+                await _store_one(blobs, http, f"{key_prefix}/{i}", item, max_bytes, provider, model)
+            )
+    except BaseException:
+        for blob in stored:  # all or nothing: a half-copied result is not a result
+            try:
+                await blobs.delete(blob["key"])
+            except Exception:
+                log.warning("could not delete %s after a failed copy", blob["key"], exc_info=True)
+        raise
+    return stored
+
+
+async def _store_one(
+    blobs: BlobStore,
+    http: httpx2.AsyncClient,
+    key_base: str,
+    item: Media | RemoteFile,
+    max_bytes: int,
+    provider: str,
+    model: str,
+) -> dict[str, Any]:
+    try:
+        if isinstance(item, Media):
+            blob = await _put(blobs, f"{key_base}.{item.extension}", item.data, item.content_type, max_bytes)
+        else:
+            blob = await _download(blobs, http, key_base, item, max_bytes, provider, model)
+    except BlobTooLarge:
+        raise StorageError(
+            f"an output is larger than the {max_bytes}-byte limit (AIJOBS_MAX_OUTPUT_BYTES)"
+        ) from None
+    view: dict[str, Any] = blob.to_dict()
+    for name in ("width", "height", "duration_s"):
+        if getattr(item, name) is not None:
+            view[name] = getattr(item, name)
+    return view
+
+
+async def _put(
+    blobs: BlobStore, key: str, data: bytes | AsyncIterator[bytes], content_type: str, max_bytes: int
+) -> StoredBlob:
+    try:
+        return await blobs.put(key, data, content_type, max_bytes=max_bytes)
+    except (BlobTooLarge, ProviderUnavailable):
+        raise
+    except Exception as exc:
+        log.exception("storing %s failed", key)
+        raise StorageError(f"could not store an output: {type(exc).__name__}") from exc
+
+
+async def _download(
+    blobs: BlobStore,
+    http: httpx2.AsyncClient,
+    key_base: str,
+    item: RemoteFile,
+    max_bytes: int,
+    provider: str,
+    model: str,
+) -> StoredBlob:
+    try:
+        async with http.stream("GET", item.url, headers=dict(item.headers)) as response:
+            if response.status_code in _GONE:
+                raise ProviderUnavailable(
+                    f"{provider}'s output is gone (HTTP {response.status_code}); its URL may have expired",
+                    provider=provider, model=model, status=response.status_code,
+                )  # fmt: skip
+            if response.status_code >= 400:
+                raise OutputDownloadFailed(
+                    f"downloading {provider}'s output failed: HTTP {response.status_code}",
+                    provider=provider, model=model, status=response.status_code,
+                )  # fmt: skip
+            content_type = item.content_type or _content_type(response)
+            extension = item.extension or _EXTENSIONS.get(content_type, "bin")
+            declared = response.headers.get("content-length", "")
+            if declared.isdigit() and int(declared) > max_bytes:
+                raise BlobTooLarge(f"{declared} bytes")
+            chunks = response.aiter_bytes(DOWNLOAD_CHUNK_BYTES)
+            return await _put(blobs, f"{key_base}.{extension}", chunks, content_type, max_bytes)
+    except httpx2.HTTPError as exc:
+        raise OutputDownloadFailed(
+            f"downloading {provider}'s output failed: {type(exc).__name__}", provider=provider, model=model
+        ) from None
+
+
+def _content_type(response: httpx2.Response) -> str:
+    value = response.headers.get("content-type", "application/octet-stream")
+    return value.split(";")[0].strip().lower() or "application/octet-stream"

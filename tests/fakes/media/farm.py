@@ -1,0 +1,254 @@
+"""TEST FAKE: the render farm behind every media provider fake; not a provider, never used in production.
+
+Each provider fake (``tests/fakes/media/<provider>.py``) speaks its provider's documented wire format
+and keeps its tasks here. A task's state follows the clock: ``queued`` for the first third of
+``render_s``, ``running`` until ``render_s``, then its outcome. The outcome comes from a marker in the
+prompt, so a test picks a path without any fake-specific API:
+
+- no marker: success, with deterministic output bytes served from ``/files/...``;
+- ``[fail]``: the task fails (a generic provider failure);
+- ``[moderate]``: the provider's content moderation refuses it;
+- ``[expire]``: once done, the task is gone (polls get the provider's not-found answer);
+- ``[hang]``: the task never finishes.
+
+Control API (JSON): ``POST /_media/reset``; ``POST /_media/config`` ``{"render_s", "output_bytes"}``;
+``POST /_media/faults`` ``{"faults": [{"provider", "step", "status", "times", "retry_after",
+"delay_s"}]}`` where ``step`` is ``submit`` | ``poll`` | ``download`` | ``cancel`` (a ``delay_s`` with
+no ``status`` only delays the answer); ``GET /_media/requests`` (journal: method, path, query,
+headers lowercased, json); ``GET /_media/tasks`` (every task: id, provider, model, prompt, phase,
+canceled, polls, body).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import itertools
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from aijobs.providers import sim_media
+
+OUTCOMES = ("fail", "moderate", "expire", "hang")
+CONTENT_TYPES = {
+    "mp4": "video/mp4",
+    "png": "image/png",
+    "jpeg": "image/jpeg",
+    "wav": "audio/wav",
+    "mp3": "audio/mpeg",
+}
+STEPS = frozenset({"submit", "poll", "download", "cancel"})
+
+
+@dataclass
+class FakeTask:
+    id: str
+    provider: str
+    model: str
+    prompt: str
+    kind: str  # "video" | "image" | "audio"
+    created_at: float
+    render_s: float
+    body: dict[str, Any]
+    outcome: str = "succeed"
+    canceled: bool = False
+    polls: int = 0
+    output_bytes: int = 65_536
+
+    def phase(self, now: float | None = None) -> str:
+        """queued | running | succeeded | failed | moderated | expired | canceled."""
+        if self.canceled:
+            return "canceled"
+        elapsed = (now or time.time()) - self.created_at
+        if elapsed < self.render_s / 3:
+            return "queued"
+        if elapsed < self.render_s or self.outcome == "hang":
+            return "running"
+        return {"succeed": "succeeded", "fail": "failed", "moderate": "moderated", "expire": "expired"}[
+            self.outcome
+        ]
+
+    def progress(self) -> float:
+        return round(min(1.0, (time.time() - self.created_at) / self.render_s) if self.render_s else 1.0, 3)
+
+    @property
+    def extension(self) -> str:
+        return {"video": "mp4", "image": "png", "audio": "wav"}[self.kind]
+
+    def file_path(self, index: int = 0) -> str:
+        """Where the output is served (append to the fake's base URL)."""
+        return f"/files/{self.id}/{index}.{self.extension}"
+
+
+@dataclass
+class Fault:
+    provider: str
+    step: str
+    status: int | None
+    times: int
+    retry_after: float | None = None
+    delay_s: float = 0.0
+
+
+@dataclass
+class Farm:
+    render_s: float = 0.6
+    output_bytes: int = 65_536
+    tasks: dict[str, FakeTask] = field(default_factory=dict)
+    journal: list[dict[str, Any]] = field(default_factory=list)
+    faults: list[Fault] = field(default_factory=list)
+    _ids: itertools.count[int] = field(default_factory=itertools.count)
+
+    def create(self, provider: str, model: str, prompt: str, kind: str, body: dict[str, Any]) -> FakeTask:
+        outcome = next((o for o in OUTCOMES if f"[{o}]" in prompt), "succeed")
+        task_id = f"{provider[:3]}{next(self._ids):06d}{uuid.uuid4().hex[:10]}"
+        task = FakeTask(
+            task_id, provider, model, prompt, kind, time.time(), self.render_s, body, outcome,
+            output_bytes=self.output_bytes,
+        )  # fmt: skip
+        self.tasks[task_id] = task
+        return task
+
+    def find(self, task_id: str, provider: str) -> FakeTask | None:
+        """The task, counting a poll; ``None`` when unknown here or expired."""
+        task = self.tasks.get(task_id)
+        if task is None or task.provider != provider or task.phase() == "expired":
+            return None
+        task.polls += 1
+        return task
+
+    async def fault(self, provider: str, step: str) -> Fault | None:
+        """The first queued fault for ``provider``'s ``step`` (consumed); a pure delay is slept here."""
+        for fault in self.faults:
+            if fault.provider == provider and fault.step == step:
+                fault.times -= 1
+                if fault.times <= 0:
+                    self.faults.remove(fault)
+                if fault.delay_s:
+                    await asyncio.sleep(fault.delay_s)
+                return fault if fault.status is not None else None
+        return None
+
+    async def record(self, request: Request) -> Any:
+        """Journal the request; return its JSON body (None when absent or not JSON)."""
+        raw = await request.body()
+        try:
+            body = orjson.loads(raw) if raw else None
+        except orjson.JSONDecodeError:
+            body = None
+        self.journal.append(
+            {
+                "method": request.method,
+                "path": request.url.path,
+                "query": request.url.query,
+                "headers": {k.lower(): v for k, v in request.headers.items()},
+                "json": body,
+            }
+        )
+        return body
+
+    def submits(self, provider: str) -> int:
+        return sum(1 for t in self.tasks.values() if t.provider == provider)
+
+
+def output_bytes(task: FakeTask, index: int = 0) -> bytes:
+    """The task's output file: a real PNG or WAV for images and audio; seeded bytes for video."""
+    if task.kind == "image":
+        return sim_media.render_image(f"{task.prompt}#{index}", 64, 48, "png")
+    if task.kind == "audio":
+        return sim_media.render_wav(task.prompt, 1.0)
+    seed = hashlib.sha256(f"{task.id}/{index}".encode()).digest()
+    head = b"\x00\x00\x00\x18ftypmp42\x00\x00\x00\x00mp42isom"  # an MP4's first box, for sniffers
+    return (head + seed * (task.output_bytes // len(seed) + 1))[: max(task.output_bytes, len(head))]
+
+
+def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return Response(orjson.dumps(body), status, headers, media_type="application/json")
+
+
+def control_routes(farm: Farm) -> list[Route]:
+    """The ``/_media`` control API and the ``/files`` route serving outputs."""
+
+    async def reset(request: Request) -> Response:
+        farm.tasks.clear()
+        farm.journal.clear()
+        farm.faults.clear()
+        farm.render_s, farm.output_bytes = 0.6, 65_536
+        return json_response({"reset": True})
+
+    async def config(request: Request) -> Response:
+        body = orjson.loads(await request.body() or b"{}")
+        farm.render_s = float(body.get("render_s", farm.render_s))
+        farm.output_bytes = int(body.get("output_bytes", farm.output_bytes))
+        return json_response({"render_s": farm.render_s, "output_bytes": farm.output_bytes})
+
+    async def faults(request: Request) -> Response:
+        body = orjson.loads(await request.body() or b"{}")
+        for spec in body.get("faults", []):
+            if spec.get("step") not in STEPS:
+                return json_response({"detail": f"step must be one of {sorted(STEPS)}"}, 400)
+            farm.faults.append(
+                Fault(
+                    spec["provider"],
+                    spec["step"],
+                    spec.get("status"),
+                    int(spec.get("times", 1)),
+                    spec.get("retry_after"),
+                    float(spec.get("delay_s", 0.0)),
+                )
+            )
+        return json_response({"pending": len(farm.faults)}, 201)
+
+    async def requests(request: Request) -> Response:
+        return json_response(farm.journal)
+
+    async def tasks(request: Request) -> Response:
+        return json_response(
+            [
+                {
+                    "id": t.id,
+                    "provider": t.provider,
+                    "model": t.model,
+                    "prompt": t.prompt,
+                    "phase": t.phase(),
+                    "canceled": t.canceled,
+                    "polls": t.polls,
+                    "body": t.body,
+                }
+                for t in farm.tasks.values()
+            ]
+        )
+
+    async def redirect(request: Request) -> Response:
+        """A redirect to wherever ``?to=`` says (for the outbound guard's redirect test)."""
+        return Response(status_code=302, headers={"Location": request.query_params["to"]})
+
+    async def files(request: Request) -> Response:
+        task = farm.tasks.get(request.path_params["task_id"])
+        if task is None or task.phase() != "succeeded":
+            return json_response({"detail": "Not Found"}, 404)
+        fault = await farm.fault(task.provider, "download")
+        if fault is not None and fault.status is not None:
+            return json_response({"detail": "injected"}, fault.status)
+        index = int(request.path_params["index"])
+        ext = request.path_params["ext"]
+        return Response(
+            output_bytes(task, index), 200, media_type=CONTENT_TYPES.get(ext, "application/octet-stream")
+        )
+
+    return [
+        Route("/_media/reset", reset, methods=["POST"]),
+        Route("/_media/config", config, methods=["POST"]),
+        Route("/_media/faults", faults, methods=["POST"]),
+        Route("/_media/requests", requests, methods=["GET"]),
+        Route("/_media/tasks", tasks, methods=["GET"]),
+        Route("/_media/redirect", redirect, methods=["GET"]),
+        Route("/files/{task_id}/{index:int}.{ext}", files, methods=["GET"]),
+    ]
