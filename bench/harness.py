@@ -53,7 +53,8 @@ def spawn(args: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
         if args[0].startswith("bench.")
         else [sys.executable, "-m", "aijobs", *args]
     )
-    return subprocess.Popen(command, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    log = open(os.environ["BENCH_LOG"], "ab") if "BENCH_LOG" in os.environ else subprocess.DEVNULL  # noqa: SIM115
+    return subprocess.Popen(command, env=env, cwd=ROOT, stdout=log, stderr=log)
 
 
 @contextlib.contextmanager

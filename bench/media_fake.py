@@ -17,6 +17,7 @@ def main() -> None:
     port, render_s = int(sys.argv[1]), float(sys.argv[2])
     app = create_app()
     app.state.farm.render_s = render_s
+    app.state.farm.keep_journal = False
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False, lifespan="off")
 
 

@@ -254,7 +254,7 @@ class JobStore:
         self.usage_ttl_s = usage_ttl_s
         self._create = ScriptBatcher(redis, redis.register_script(_CREATE))
         self._transition = ScriptBatcher(redis, redis.register_script(_TRANSITION))
-        self._update = redis.register_script(_UPDATE)
+        self._update = ScriptBatcher(redis, redis.register_script(_UPDATE))
         self._ids = JobIds()
 
     async def create(
