@@ -14,9 +14,6 @@ import re
 from typing import Any
 from urllib.parse import quote
 
-import httpx2
-import orjson
-
 from aijobs import errors
 from aijobs.providers import http
 from aijobs.providers.base import ProviderContext, Task
@@ -128,23 +125,9 @@ class SeedanceVideo(TaskAdapter):
         return self.failed(model, "failed", f"{code}: {message}" if code else message, cls)
 
     async def _read(self, task: Task, model: str) -> dict[str, Any]:
-        """GET the task record. Not :meth:`call`: a failed task's record holds an ``error`` object, which
-        is the task's outcome, not an error answer."""
-        url = f"{self.base_url}{TASKS_PATH}/{quote(task.id, safe='')}"
-        with http.transport_errors(self.context.name, model):
-            response = await self.context.http.get(url, headers=self.headers, timeout=self.timeouts)
-        if response.status_code >= 400:
-            raise self._error(response, model)
-        try:
-            data = orjson.loads(response.content)
-        except orjson.JSONDecodeError:
-            raise self.bad(model, "the answer is not JSON", response.text[:200]) from None
+        """GET the task record (its ``error`` field is the task's outcome, not a failed call)."""
+        path = f"{TASKS_PATH}/{quote(task.id, safe='')}"
+        data = await self.call("GET", path, model, self.headers, embedded=False)
         if not isinstance(data, dict):
             raise self.bad(model, "the answer is not a JSON object", data)
         return data
-
-    def _error(self, response: httpx2.Response, model: str) -> errors.ProviderError:
-        return http.error_for(
-            response.status_code, response.content, response.headers, self.context.name, model,
-            self.context.api_key,
-        )  # fmt: skip

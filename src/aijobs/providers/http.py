@@ -150,10 +150,13 @@ async def request_json(
     headers: Mapping[str, str],
     timeouts: httpx2.Timeout,
     submit: bool = False,
+    embedded: bool = True,
 ) -> Any:
     """Send ``body`` (if any) as JSON with ``method``; the decoded answer, or a :class:`ProviderError`.
 
-    ``submit`` marks a long-running task's create call (see :func:`transport_errors`).
+    ``submit`` marks a long-running task's create call (see :func:`transport_errors`). With
+    ``embedded=False`` an ``error`` inside a 2xx body is left to the caller: a task record carries
+    its own failure that way, and that is the task's outcome, not a failed call.
     """
     provider = context.name
     content = orjson.dumps(body) if body is not None else None
@@ -171,9 +174,9 @@ async def request_json(
             provider=provider, model=model, status=response.status_code,
             body=_redact(response.text, context.api_key),
         ) from None  # fmt: skip
-    embedded = embedded_error(data)
-    if embedded is not None:
-        raise error_for(embedded, response.content, response.headers, provider, model, context.api_key)
+    found = embedded_error(data) if embedded else None
+    if found is not None:
+        raise error_for(found, response.content, response.headers, provider, model, context.api_key)
     return data
 
 

@@ -89,13 +89,17 @@ class TaskAdapter:
         body: Mapping[str, Any] | None = None,
         *,
         submit: bool = False,
+        embedded: bool = True,
     ) -> Any:
-        """One JSON call to the provider (``url`` absolute, or a path under ``base_url``)."""
+        """One JSON call to the provider (``url`` absolute, or a path under ``base_url``).
+
+        ``embedded=False`` for reading a task record, whose ``error`` field is the task's outcome.
+        """
         if not url.startswith(("http://", "https://")):
             url = self.base_url + url
         return await http.request_json(
             self.context, method, url, body, model=model, headers=headers, timeouts=self.timeouts,
-            submit=submit,
+            submit=submit, embedded=embedded,
         )  # fmt: skip
 
     def failed(self, model: str, raw_status: str, message: str, cls: type[errors.ProviderError]) -> Poll:
