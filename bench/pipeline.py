@@ -9,8 +9,9 @@ from typing import Any
 import orjson
 from redis.asyncio import Redis
 
+from aijobs.keys import Keys
 from aijobs.queue import delivery
-from aijobs.store import JobStore, Keys
+from aijobs.store import JobStore
 from bench import loadgen
 from bench.harness import percentile
 from bench.submit import submit_request

@@ -188,8 +188,9 @@ def run_service(
     routing_text: str,
     workdir: Path,
     extra_env: dict[str, str] | None = None,
+    lanes: str = "interactive,media,webhooks",
 ) -> Iterator[Service]:
-    """An API process and a worker (interactive, media lanes) for ``routing_text``; logs in ``workdir``."""
+    """An API process and a worker (on ``lanes``) for ``routing_text``; logs in ``workdir``."""
     import boto3
 
     s3 = boto3.client(
@@ -203,7 +204,7 @@ def run_service(
     env = {**service_env(redis_url, s3_endpoint, port, bucket, routing), **(extra_env or {})}
     with contextlib.ExitStack() as stack:
         processes = []
-        for name, args in (("api", ["api"]), ("worker", ["worker", "--lanes", "interactive,media"])):
+        for name, args in (("api", ["api"]), ("worker", ["worker", "--lanes", lanes])):
             log = stack.enter_context((workdir / f"{name}.log").open("ab"))
             command = [sys.executable, "-m", "aijobs", *args]
             process = subprocess.Popen(command, env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
@@ -218,6 +219,20 @@ def run_service(
                     process.terminate()
             for process in processes:
                 process.wait(timeout=30)
+
+
+def own_db(redis_url: str, db: int) -> str:
+    """The same Redis, another database: the session's other service workers share the lane names."""
+    return f"{redis_url.rsplit('/', 1)[0]}/{db}"
+
+
+async def new_tenant(redis_url: str, name: str) -> str:
+    """An API key for a fresh tenant (tests that register endpoints keep them to themselves)."""
+    redis = Redis.from_url(redis_url)
+    try:
+        return await ApiKeys(redis).create(name)
+    finally:
+        await redis.aclose()
 
 
 async def _make_keys(redis_url: str) -> tuple[str, str]:

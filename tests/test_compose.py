@@ -69,7 +69,7 @@ def test_commands_parse_with_the_real_cli_and_workers_scale() -> None:
     api = parser.parse_args(services["api"]["command"][1:])
     assert api.command == "api" and api.host == "0.0.0.0"
     worker = parser.parse_args(services["worker"]["command"][1:])
-    assert parse_lanes(worker.lanes) == ["interactive", "media", "batch"]
+    assert parse_lanes(worker.lanes) == ["interactive", "media", "batch", "webhooks"]
     # `--scale worker=N` needs no fixed name and no published port.
     assert "container_name" not in services["worker"] and "ports" not in services["worker"]
 

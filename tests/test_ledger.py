@@ -12,9 +12,10 @@ from redis.asyncio import Redis
 
 from aijobs import ledger, usage
 from aijobs.jobs import Job, JobStatus
+from aijobs.keys import Keys
 from aijobs.ledger import day_of
 from aijobs.storage import LocalStore
-from aijobs.store import JobStore, Keys
+from aijobs.store import JobStore
 
 ATTEMPTS = [
     {

@@ -18,7 +18,7 @@ import httpx2
 import pytest
 
 from aijobs.providers import sim_media
-from tests.conftest import ROOT, TEST_ROUTING, Service, run_service
+from tests.conftest import ROOT, TEST_ROUTING, Service, own_db, run_service
 from tests.providers.tasks_helpers import farm, inject
 
 MEDIA_PROVIDERS = """
@@ -54,11 +54,6 @@ route = ["fal:fal-ai/kling-video/v2.1/standard/text-to-video"]
 attempts = 1
 """
 ENV = {"KLING_API_KEY": "test-access|test-secret", "FAL_KEY": "fal-test-key-0000"}
-
-
-def own_db(redis_url: str, db: int) -> str:
-    """The same Redis, another database: the session's other service workers share the lane names."""
-    return f"{redis_url.rsplit('/', 1)[0]}/{db}"
 
 
 def routing_text(fakes: str, first_poll_s: float = 0.2) -> str:

@@ -9,8 +9,8 @@ import httpx2
 import orjson
 from redis.asyncio import Redis
 
+from aijobs.keys import Keys
 from aijobs.ledger import day_of
-from aijobs.store import Keys
 from tests.conftest import Service
 from tests.helpers import chat, run
 

@@ -9,7 +9,8 @@ import pytest
 from redis.asyncio import Redis
 
 from aijobs.jobs import JobStatus, is_job_id, new_job_id
-from aijobs.store import IdempotencyConflict, JobStore, Keys
+from aijobs.keys import Keys
+from aijobs.store import IdempotencyConflict, JobStore
 
 
 def new_tenant() -> str:

@@ -145,7 +145,7 @@ async def test_a_job_that_keeps_killing_its_worker_is_failed_not_retried_forever
 
 
 async def test_finished_days_are_exported_once_and_today_is_not(runtime: Runtime, tmp_path: Path) -> None:
-    from aijobs.store import Keys
+    from aijobs.keys import Keys
 
     redis = runtime.redis
     today, yesterday, older = "2030-05-10", "2030-05-09", "2030-05-08"

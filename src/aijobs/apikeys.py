@@ -9,7 +9,7 @@ import time
 
 from redis.asyncio import Redis
 
-from aijobs.store import Keys
+from aijobs.keys import Keys
 
 TENANT_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 KEY_PREFIX = "aj_"

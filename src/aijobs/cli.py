@@ -20,7 +20,7 @@ from typing import Any, cast
 
 from aijobs import logs
 from aijobs.errors import ConfigError
-from aijobs.routing.config import LANES, LaneName
+from aijobs.routing.config import WORKER_LANES, WorkerLane
 from aijobs.settings import Settings
 from aijobs.types import JOB_TYPES
 
@@ -62,12 +62,13 @@ def cmd_api(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def parse_lanes(text: str) -> list[LaneName]:
+def parse_lanes(text: str) -> list[WorkerLane]:
     lanes = [lane.strip() for lane in text.split(",") if lane.strip()]
-    unknown = [lane for lane in lanes if lane not in LANES]
+    unknown = [lane for lane in lanes if lane not in WORKER_LANES]
     if unknown or not lanes:
-        raise ConfigError(f"--lanes: unknown lane(s) {unknown or text!r}; lanes are {', '.join(LANES)}")
-    return [cast(LaneName, lane) for lane in dict.fromkeys(lanes)]
+        names = ", ".join(WORKER_LANES)
+        raise ConfigError(f"--lanes: unknown lane(s) {unknown or text!r}; lanes are {names}")
+    return [cast(WorkerLane, lane) for lane in dict.fromkeys(lanes)]
 
 
 def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
@@ -197,7 +198,9 @@ def build_parser() -> argparse.ArgumentParser:
     api.set_defaults(func=cmd_api)
 
     worker = sub.add_parser("worker", help="run jobs from one or more lanes")
-    worker.add_argument("--lanes", default=",".join(LANES), help="comma-separated: interactive,media,batch")
+    worker.add_argument(
+        "--lanes", default=",".join(WORKER_LANES), help="comma-separated: interactive,media,batch,webhooks"
+    )
     worker.set_defaults(func=cmd_worker)
 
     submit = sub.add_parser("submit", help="submit a job to a running API and print it")

@@ -76,7 +76,9 @@ class DevServer:
             python = sys.executable
             self.children.append(self._spawn([python, "-m", "aijobs", "api"], env))
             self.children.append(
-                self._spawn([python, "-m", "aijobs", "worker", "--lanes", "interactive,media,batch"], env)
+                self._spawn(
+                    [python, "-m", "aijobs", "worker", "--lanes", "interactive,media,batch,webhooks"], env
+                )
             )
             if not self._wait_ready():
                 return self._shutdown(1)

@@ -14,8 +14,8 @@ from dataclasses import asdict, dataclass
 import orjson
 from redis.asyncio import Redis
 
+from aijobs.keys import Keys
 from aijobs.storage import BlobStore
-from aijobs.store import Keys
 
 FILE_ID_PREFIX = "file_"
 #: Leading bytes of the image types an input image may have.

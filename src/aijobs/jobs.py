@@ -110,6 +110,8 @@ class Job:
     #: A media job's long-running provider task: ``{"state": "submitting"}`` while submitting, then
     #: the provider, model, task id and what polling needs (see :mod:`aijobs.polling`).
     task: dict[str, Any] | None = None
+    #: The job's own webhook: ``{"url", "events"}`` (signed with the tenant's job-webhook secret).
+    webhook: dict[str, Any] | None = None
 
     @property
     def terminal(self) -> bool:

@@ -25,7 +25,7 @@ import orjson
 
 from aijobs.histogram import bucket_of
 from aijobs.jobs import Job, JobStatus
-from aijobs.store import Keys
+from aijobs.keys import Keys
 
 CELL_SEP = "\x1f"
 METRIC_SEP = "\x1e"

@@ -15,12 +15,12 @@ from typing import Any
 from redis.asyncio import Redis
 
 from aijobs.histogram import upper_ms
+from aijobs.keys import Keys
 from aijobs.ledger import day_of, parse_cell_field
 from aijobs.queue import queue_name
 from aijobs.queue.lanes import INFLIGHT_SUFFIX
 from aijobs.routing.breakers import Breakers
 from aijobs.routing.policy import Routing
-from aijobs.store import Keys
 
 LATENCY_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
 BREAKER_STATES = {"closed": 0, "half_open": 1, "cooldown": 2, "open": 3}

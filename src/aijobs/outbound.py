@@ -24,6 +24,8 @@ from urllib.parse import urlsplit, urlunsplit
 import httpx2
 
 MAX_REDIRECTS = 3
+#: A webhook receiver's answer is read (then dropped) up to this, so the connection can be reused.
+MAX_RESPONSE_BYTES = 64 * 1024
 _CGNAT = ipaddress.ip_network("100.64.0.0/10")
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -131,6 +133,43 @@ class Guard:
             except httpx2.HTTPError as exc:
                 raise OutboundRefused(f"fetching the URL failed: {type(exc).__name__}") from None
         raise OutboundRefused(f"the URL redirects more than {MAX_REDIRECTS} times")
+
+    async def post(
+        self,
+        http: httpx2.AsyncClient,
+        url: str,
+        *,
+        content: bytes,
+        headers: dict[str, str],
+        connect_timeout_s: float,
+        timeout_s: float,
+    ) -> Sent:
+        """POST ``content`` to ``url`` through the guard, redirects *not* followed (a webhook).
+
+        :class:`OutboundRefused` when the URL may not be called; httpx2's errors (and
+        ``TimeoutError`` after ``timeout_s`` in all) when the call fails. At most
+        ``MAX_RESPONSE_BYTES`` of the answer are read.
+        """
+        checked = await self.check(url)
+        timeout = httpx2.Timeout(timeout_s, connect=connect_timeout_s)
+        async with asyncio.timeout(timeout_s), http.stream(
+            "POST", _pinned(checked), content=content, headers={**headers, "Host": _host_header(checked.url)},
+            extensions={"sni_hostname": checked.host}, follow_redirects=False, timeout=timeout,
+        ) as response:  # fmt: skip
+            received = 0
+            async for chunk in response.aiter_raw():
+                received += len(chunk)
+                if received > MAX_RESPONSE_BYTES:
+                    break
+            return Sent(response.status_code, response.headers.get("retry-after"))
+
+
+@dataclass(frozen=True, slots=True)
+class Sent:
+    """What a POST through the guard got back: the status and any ``Retry-After``."""
+
+    status_code: int
+    retry_after: str | None
 
 
 async def _resolve(host: str, port: int) -> list[IPAddress]:

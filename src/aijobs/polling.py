@@ -132,11 +132,15 @@ class Poller:
     async def _advance(self, job: Job, poll: Poll, config: TaskConfig) -> float | None:
         task = job.task
         assert task is not None
+        before = (task.get("state"), task.get("progress"))
         task.update(state=poll.state, raw_status=poll.raw_status, polls=task["polls"] + 1, errors=0)
         if poll.progress is not None:
             task["progress"] = round(max(0.0, min(1.0, poll.progress)), 4)
         if poll.state in ("queued", "running"):
-            written = await self.store.update(job.id, JobStatus.RUNNING, {"task": task})
+            # A job.progress event only when there is news: followers are not told of every poll.
+            news = (task["state"], task.get("progress")) != before
+            progress = (task.get("progress") or 0.0) if news else None
+            written = await self.store.update(job.id, JobStatus.RUNNING, {"task": task}, progress=progress)
             return self._interval_s(task, config) if written.ok else 0.0  # canceled: handle it now
         self._settle_attempt(job, task)
         if poll.state == "succeeded":

@@ -1,17 +1,6 @@
-"""Job records in Redis. The only code that knows key names (:class:`Keys`).
+"""Job records in Redis: creation, compare-and-set transitions, reads and pages.
 
-Layout (prefix ``aijobs:``):
-
-- ``job:{id}``            hash: the record; scalar fields plus JSON fields (input, output, …)
-- ``jobs:{tenant}``       sorted set, all scores 0: the tenant's job ids in id (= time) order
-- ``idem:{tenant}:{h}``   string ``"{body_hash} {job_id}"`` for an Idempotency-Key, 24 h
-- ``pending:{lane}``      sorted set of a lane's queued job ids by creation time, for recovery
-- ``apikey:{sha256}``     hash: the tenant an API key belongs to
-- ``ledger:{day}``        stream: the day's job records; ``ledger-exported:{day}`` once exported
-- ``usage:{day}``, ``usage:total``  hashes: ledger counters per cell (see :mod:`aijobs.ledger`)
-- ``spend:{day}``         hash: estimated USD per feature (budgets)
-- ``file:{id}``           string: an uploaded file's record (JSON), expiring with the file
-- ``breaker:{target}``    hash: a circuit breaker's state; ``breaker:{target}:{n}`` its window buckets
+Key names live in :mod:`aijobs.keys`.
 
 Creation and every status change are single Lua scripts: atomic, and one round trip each. A
 transition only happens from the statuses :data:`aijobs.jobs.ALLOWED_FROM` allows (compare-and-set).
@@ -27,7 +16,9 @@ from typing import TYPE_CHECKING, Any
 import orjson
 from redis.asyncio import Redis
 
+from aijobs.events import EMIT_LUA
 from aijobs.jobs import ALLOWED_FROM, TERMINAL, Job, JobIds, JobStatus, new_job_id
+from aijobs.keys import Keys
 from aijobs.queue import Delivery
 from aijobs.scriptbatch import ScriptBatcher
 
@@ -36,82 +27,28 @@ if TYPE_CHECKING:  # the ledger builds its entries with these key names
 
 IDEMPOTENCY_TTL_S = 24 * 3600
 INDEX_MARGIN_S = 2 * 24 * 3600
-_JSON_FIELDS = ("input", "metadata", "output", "error", "attempts", "usage", "route", "task")
+_JSON_FIELDS = ("input", "metadata", "output", "error", "attempts", "usage", "route", "task", "webhook")
 _FLOAT_FIELDS = ("created_at", "started_at", "finished_at", "deadline_at")
 #: What a list item shows: everything but the input and output, which can each be megabytes.
 _SUMMARY_FIELDS = ["id", "tenant", "type", "feature", "lane", "status", "runs", *_FLOAT_FIELDS]
-_SUMMARY_FIELDS += ["metadata", "error", "usage", "route", "task"]
+_SUMMARY_FIELDS += ["metadata", "error", "usage", "route", "task", "webhook"]
 _SUMMARY_KEYS = [name.encode() for name in _SUMMARY_FIELDS]
 
 
-class Keys:
-    """Redis key names, in one place."""
-
-    prefix = "aijobs:"
-
-    @classmethod
-    def job(cls, job_id: str) -> str:
-        return f"{cls.prefix}job:{job_id}"
-
-    @classmethod
-    def tenant_jobs(cls, tenant: str) -> str:
-        return f"{cls.prefix}jobs:{tenant}"
-
-    @classmethod
-    def idempotency(cls, tenant: str, key_hash: str) -> str:
-        return f"{cls.prefix}idem:{tenant}:{key_hash}"
-
-    @classmethod
-    def pending(cls, lane: str) -> str:
-        return f"{cls.prefix}pending:{lane}"
-
-    @classmethod
-    def api_key(cls, key_hash: str) -> str:
-        return f"{cls.prefix}apikey:{key_hash}"
-
-    @classmethod
-    def ledger(cls, day: str) -> str:
-        return f"{cls.prefix}ledger:{day}"
-
-    @classmethod
-    def ledger_exported(cls, day: str) -> str:
-        return f"{cls.prefix}ledger-exported:{day}"
-
-    @classmethod
-    def usage(cls, day: str) -> str:
-        return f"{cls.prefix}usage:{day}"
-
-    @classmethod
-    def usage_total(cls) -> str:
-        return f"{cls.prefix}usage:total"
-
-    @classmethod
-    def spend(cls, day: str) -> str:
-        return f"{cls.prefix}spend:{day}"
-
-    @classmethod
-    def file(cls, file_id: str) -> str:
-        return f"{cls.prefix}file:{file_id}"
-
-    @classmethod
-    def breaker(cls, target: str) -> str:
-        return f"{cls.prefix}breaker:{target}"
-
-    @classmethod
-    def breaker_bucket(cls, target: str, bucket: int) -> str:
-        return f"{cls.prefix}breaker:{target}:{bucket}"
-
-
+# Every script that changes a record also appends the job's event (aijobs.events): same atomic step.
 # KEYS: job, tenant index, pending, idempotency ('' when none), arq job key, arq queue ('' when none)
 # ARGV: id, created_ms, idem value, idem ttl, index cutoff id, arq payload, arq score, arq expiry ms,
-#       field/value pairs…
-_CREATE = """
+#       events ttl, field/value pairs…
+_CREATE = (
+    EMIT_LUA
+    + """
 if KEYS[4] ~= '' then
   local existing = redis.call('GET', KEYS[4])
   if existing then return existing end
   redis.call('SET', KEYS[4], ARGV[3], 'EX', ARGV[4])
 end
-redis.call('HSET', KEYS[1], unpack(ARGV, 9))
+redis.call('HSET', KEYS[1], unpack(ARGV, 10))
+emit(KEYS[1], 'job.queued', 'queued', false, ARGV[9])
 redis.call('ZREMRANGEBYLEX', KEYS[2], '-', '(' .. ARGV[5])
 redis.call('ZADD', KEYS[2], 0, ARGV[1])
 redis.call('ZADD', KEYS[3], ARGV[2], ARGV[1])
@@ -120,21 +57,26 @@ if KEYS[6] ~= '' and redis.call('SET', KEYS[5], ARGV[6], 'PX', ARGV[8], 'NX') th
 end
 return false
 """
+)
 
 # KEYS: job [, ledger records, day usage, total usage, spend]
-# ARGV: to, allowed-from (",a,b,"), ttl_s (0 = keep), return record (0/1), n, n pair items…,
+# ARGV: to, allowed-from (",a,b,"), ttl_s (0 = keep), return record (0/1), events ttl, n, n pair items…,
 #       [record, records ttl, usage ttl, feature, cost, spend ttl, m, m whole field/increment pairs,
 #        fractional field/increment pairs…]
 # The lane's pending set is named from the record (non-cluster Redis, as arq itself requires).
-_TRANSITION = """
+_TRANSITION = (
+    EMIT_LUA
+    + """
 local current = redis.call('HGET', KEYS[1], 'status')
 if not current then return {0, false} end
 if not string.find(ARGV[2], ',' .. current .. ',', 1, true) then return {0, current} end
-local n = tonumber(ARGV[5])
-redis.call('HSET', KEYS[1], 'status', ARGV[1], unpack(ARGV, 6, 5 + n))
+local n = tonumber(ARGV[6])
+redis.call('HSET', KEYS[1], 'status', ARGV[1], unpack(ARGV, 7, 6 + n))
+-- A canceled job re-recorded (with what its run spent) is not a second event.
+if current ~= ARGV[1] then emit(KEYS[1], 'job.' .. ARGV[1], ARGV[1], false, ARGV[5]) end
 -- 'ledgered' makes the entry exactly-once, however many times a terminal write is attempted.
 if KEYS[2] and redis.call('HSETNX', KEYS[1], 'ledgered', '1') == 1 then
-  local b = 6 + n
+  local b = 7 + n
   redis.call('XADD', KEYS[2], '*', 'r', ARGV[b])
   redis.call('EXPIRE', KEYS[2], ARGV[b + 1])
   local whole_end = b + 6 + 2 * tonumber(ARGV[b + 6])
@@ -161,22 +103,28 @@ if ARGV[3] ~= '0' then redis.call('EXPIRE', KEYS[1], ARGV[3]) end
 if ARGV[4] == '1' then return {1, current, redis.call('HGETALL', KEYS[1])} end
 return {1, current}
 """.replace("{PENDING}", Keys.pending(""))
+)
 
 
 # KEYS: job [, arq job key, arq queue]
-# ARGV: expected status, n, n pair items… [, arq job id, arq payload, arq score, arq expiry ms]
-_UPDATE = """
+# ARGV: expected status, event type ('' = none), progress ('' = none), events ttl, n, n pair items…
+#       [, arq job id, arq payload, arq score, arq expiry ms]
+_UPDATE = (
+    EMIT_LUA
+    + """
 local current = redis.call('HGET', KEYS[1], 'status')
 if current ~= ARGV[1] then return {0, current or false} end
-local n = tonumber(ARGV[2])
-if n > 0 then redis.call('HSET', KEYS[1], unpack(ARGV, 3, 2 + n)) end
+local n = tonumber(ARGV[5])
+if n > 0 then redis.call('HSET', KEYS[1], unpack(ARGV, 6, 5 + n)) end
+if ARGV[2] ~= '' then emit(KEYS[1], ARGV[2], current, ARGV[3] ~= '' and ARGV[3], ARGV[4]) end
 if KEYS[2] then
-  local a = 3 + n
+  local a = 6 + n
   redis.call('SET', KEYS[2], ARGV[a + 1], 'PX', ARGV[a + 3])
   redis.call('ZADD', KEYS[3], ARGV[a + 2], ARGV[a])
 end
 return {1, current}
 """
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -252,6 +200,8 @@ class JobStore:
         self.job_ttl_s = job_ttl_s
         self.records_ttl_s = records_ttl_s
         self.usage_ttl_s = usage_ttl_s
+        #: A live job's event stream outlives the longest wait-then-run a record can have.
+        self.live_ttl_s = job_ttl_s + INDEX_MARGIN_S
         self._create = ScriptBatcher(redis, redis.register_script(_CREATE))
         self._transition = ScriptBatcher(redis, redis.register_script(_TRANSITION))
         self._update = ScriptBatcher(redis, redis.register_script(_UPDATE))
@@ -268,6 +218,7 @@ class JobStore:
         metadata: dict[str, str],
         idempotency: tuple[str, str] | None = None,
         deliver: Callable[[str, str], Delivery] | None = None,
+        webhook: dict[str, Any] | None = None,
     ) -> Created:
         """Write a new queued record, or return the job an Idempotency-Key already made.
 
@@ -277,7 +228,9 @@ class JobStore:
         """
         now = time.time()
         job_id = self._ids.new(int(now * 1000))
-        job = Job(job_id, tenant, type, feature, lane, JobStatus.QUEUED, now, input, metadata)
+        job = Job(
+            job_id, tenant, type, feature, lane, JobStatus.QUEUED, now, input, metadata, webhook=webhook
+        )
         idem_key = Keys.idempotency(tenant, idempotency[0]) if idempotency else ""
         idem_value = f"{idempotency[1]} {job.id}" if idempotency else ""
         # Index entries older than any record can live (kept job_ttl_s after finishing, and a job may
@@ -288,7 +241,7 @@ class JobStore:
         keys += [queued.job_key, queued.queue_key] if queued else ["", ""]
         args: list[Any] = [job.id, int(now * 1000), idem_value, IDEMPOTENCY_TTL_S, cutoff]
         args += [queued.payload, queued.score_ms, queued.expires_ms] if queued else ["", 0, 0]
-        args += _encode(job)
+        args += [self.live_ttl_s, *_encode(job)]
         existing = await self._create(keys, args)
         if existing is None:
             return Created(job, created=True)
@@ -300,7 +253,7 @@ class JobStore:
             await self.redis.delete(idem_key)
             return await self.create(
                 tenant=tenant, type=type, feature=feature, lane=lane, input=input, metadata=metadata,
-                idempotency=idempotency, deliver=deliver,
+                idempotency=idempotency, deliver=deliver, webhook=webhook,
             )  # fmt: skip
         return Created(found, created=False)
 
@@ -311,6 +264,11 @@ class JobStore:
             return None
         job = decode_job(raw)
         return job if tenant is None or job.tenant == tenant else None
+
+    async def status(self, job_id: str) -> JobStatus | None:
+        """Just the status (one small read), or ``None`` when the record is gone."""
+        raw = await self.redis.hget(Keys.job(job_id), "status")  # type: ignore[misc]
+        return JobStatus(raw.decode()) if raw else None
 
     async def transition(
         self,
@@ -337,7 +295,7 @@ class JobStore:
         ttl_s = self.job_ttl_s if to in TERMINAL else 0
         allowed = "," + ",".join(sorted(sources)) + ","
         keys = [Keys.job(job_id)]
-        args = [to.value, allowed, ttl_s, int(want_record), len(pairs), *pairs]
+        args = [to.value, allowed, ttl_s, int(want_record), ttl_s or self.live_ttl_s, len(pairs), *pairs]
         if ledger is not None:
             keys += ledger.keys()
             args += ledger.args(self.records_ttl_s, self.usage_ttl_s)
@@ -347,18 +305,25 @@ class JobStore:
         return Transition(bool(reply[0]), previous, job)
 
     async def update(
-        self, job_id: str, expect: JobStatus, fields: dict[str, Any], deliver: Delivery | None = None
+        self,
+        job_id: str,
+        expect: JobStatus,
+        fields: dict[str, Any],
+        deliver: Delivery | None = None,
+        progress: float | None = None,
     ) -> Transition:
         """Set ``fields`` if the job is still ``expect``; with ``deliver``, enqueue that arq job atomically.
 
         This is how a media task's id reaches the record together with its first poll: a task is
         never polled before it is on the record, and never on the record without a poll scheduled.
+        With ``progress`` (0 to 1), a ``job.progress`` event is appended in the same step.
         """
         pairs: list[Any] = []
         for name, value in fields.items():
             pairs += [name, orjson.dumps(value) if name in _JSON_FIELDS else value]
         keys = [Keys.job(job_id)]
-        args: list[Any] = [expect.value, len(pairs), *pairs]
+        event = ("job.progress", repr(progress)) if progress is not None else ("", "")
+        args: list[Any] = [expect.value, *event, self.live_ttl_s, len(pairs), *pairs]
         if deliver is not None:
             keys += [deliver.job_key, deliver.queue_key]
             args += [deliver.arq_id, deliver.payload, deliver.score_ms]

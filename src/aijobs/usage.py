@@ -15,9 +15,9 @@ import orjson
 from redis.asyncio import Redis
 
 from aijobs.histogram import quantile
+from aijobs.keys import Keys
 from aijobs.ledger import parse_cell_field
 from aijobs.storage import BlobStore, StoredBlob
-from aijobs.store import Keys
 
 GroupBy = Literal["feature", "model", "provider", "tenant", "day", "type"]
 GROUPS: tuple[str, ...] = ("feature", "model", "provider", "tenant", "day", "type")

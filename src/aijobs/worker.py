@@ -40,6 +40,7 @@ from aijobs.errors import (
 from aijobs.files import Files
 from aijobs.inputs import inline_image
 from aijobs.jobs import Job, JobStatus
+from aijobs.keys import Keys
 from aijobs.media import store_outputs
 from aijobs.outbound import Guard
 from aijobs.polling import Poller, submits_tasks, unknown_submit
@@ -55,7 +56,7 @@ from aijobs.routing.policy import Feature, Target
 from aijobs.routing.router import Outcome, RouteFailed, Router
 from aijobs.settings import Settings
 from aijobs.storage import BlobStore, open_blob_store
-from aijobs.store import JobStore, Keys
+from aijobs.store import JobStore
 from aijobs.types import INPUT_MODELS
 from aijobs.types.common import Media, RemoteFile, Usage
 

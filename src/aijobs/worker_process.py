@@ -13,26 +13,51 @@ import os
 import signal
 from typing import Any
 
-from aijobs.queue import lane_worker, lane_worker_options
+from aijobs.queue import (
+    POLL_TASK,
+    RUN_JOB,
+    WEBHOOK_FANOUT,
+    WEBHOOK_LANE,
+    WEBHOOK_SEND,
+    WorkerFunction,
+    lane_worker,
+    lane_worker_options,
+)
 from aijobs.routing import Routing, load_policy
-from aijobs.routing.config import LaneName
+from aijobs.routing.config import LANES, LaneName, WorkerLane
 from aijobs.settings import Settings
+from aijobs.webhooks.dispatch import Dispatcher, webhook_fanout, webhook_send
 from aijobs.worker import Runtime, poll_task, run_job
 
 log = logging.getLogger(__name__)
 RECOVERY_INTERVAL_S = 15.0
 
 
-async def serve(settings: Settings, routing: Routing, lanes: list[LaneName], env: dict[str, str]) -> bool:
+def lane_functions(lane: WorkerLane) -> dict[str, WorkerFunction]:
+    """The arq functions a lane runs: jobs and their polls, or webhook deliveries."""
+    if lane == WEBHOOK_LANE:
+        return {WEBHOOK_FANOUT: webhook_fanout, WEBHOOK_SEND: webhook_send}
+    return {RUN_JOB: run_job, POLL_TASK: poll_task}
+
+
+def dispatcher_for(runtime: Runtime) -> Dispatcher:
+    return Dispatcher(
+        runtime.redis, runtime.store, runtime.blobs, runtime.guard, runtime.routing.config.webhooks,
+        runtime.settings.blob_url_ttl_s,
+    )  # fmt: skip
+
+
+async def serve(settings: Settings, routing: Routing, lanes: list[WorkerLane], env: dict[str, str]) -> bool:
     """Serve ``lanes`` until SIGINT/SIGTERM, then finish running jobs (grace period).
 
     Returns ``False`` when a lane stopped on its own (an error), so the process can exit non-zero
     and its supervisor restart it.
     """
     runtime = await Runtime.start(settings, routing, env)
-    ctx: dict[str, Any] = {"runtime": runtime}
+    dispatcher = dispatcher_for(runtime) if WEBHOOK_LANE in lanes else None
+    ctx: dict[str, Any] = {"runtime": runtime, "dispatcher": dispatcher}
     workers = [
-        lane_worker(lane, routing.config.lane(lane), run_job, ctx, settings.redis_url, poll_task)
+        lane_worker(lane, routing.config.lane(lane), lane_functions(lane), ctx, settings.redis_url)
         for lane in lanes
     ]
     stop = asyncio.Event()
@@ -40,7 +65,7 @@ async def serve(settings: Settings, routing: Routing, lanes: list[LaneName], env
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     tasks = [asyncio.create_task(w.main()) for w in workers]
-    sweeper = asyncio.create_task(_sweep(runtime, lanes, stop))
+    sweeper = asyncio.create_task(_sweep(runtime, job_lanes(lanes), stop))
     log.info("worker serving lanes %s", ", ".join(lanes))
     await asyncio.wait([*tasks, asyncio.create_task(stop.wait())], return_when=asyncio.FIRST_COMPLETED)
     failed = [t for t in tasks if t.done() and (t.cancelled() or t.exception() is not None)]
@@ -59,11 +84,17 @@ async def serve(settings: Settings, routing: Routing, lanes: list[LaneName], env
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await task
+    if dispatcher is not None:
+        await dispatcher.close()
     await runtime.close()
     return not failed
 
 
-def arq_settings(lane: LaneName) -> dict[str, Any]:
+def job_lanes(lanes: list[WorkerLane]) -> list[LaneName]:
+    return [lane for lane in LANES if lane in lanes]
+
+
+def arq_settings(lane: WorkerLane) -> dict[str, Any]:
     """Settings for arq's own CLI (``arq workers.interactive.WorkerSettings``): one lane per process.
 
     ``aijobs worker --lanes ...`` is the usual way to run workers; this exists for deployments that
@@ -75,19 +106,22 @@ def arq_settings(lane: LaneName) -> dict[str, Any]:
 
     async def startup(ctx: dict[str, Any]) -> None:
         ctx["runtime"] = runtime = await Runtime.start(settings, routing, env)
+        ctx["dispatcher"] = dispatcher_for(runtime) if lane == WEBHOOK_LANE else None
         ctx["stop"] = stop = asyncio.Event()
-        ctx["sweeper"] = asyncio.create_task(_sweep(runtime, [lane], stop))
+        ctx["sweeper"] = asyncio.create_task(_sweep(runtime, job_lanes([lane]), stop))
 
     async def shutdown(ctx: dict[str, Any]) -> None:
         ctx["stop"].set()
         await ctx["sweeper"]
+        if ctx["dispatcher"] is not None:
+            await ctx["dispatcher"].close()
         await ctx["runtime"].close()
 
-    options = lane_worker_options(lane, routing.config.lane(lane), run_job, settings.redis_url, poll_task)
+    options = lane_worker_options(lane, routing.config.lane(lane), lane_functions(lane), settings.redis_url)
     return {**options, "on_startup": startup, "on_shutdown": shutdown}
 
 
-def shutdown_grace_s(routing: Routing, lanes: list[LaneName]) -> float:
+def shutdown_grace_s(routing: Routing, lanes: list[WorkerLane]) -> float:
     """How long a stopping worker waits for running jobs: at most 25 s (container stop timeouts)."""
     return min(25.0, max(routing.config.lane(lane).job_timeout_s for lane in lanes))
 

@@ -22,12 +22,14 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from starlette.exceptions import HTTPException
 
-from aijobs.api import files, health, jobs, operations
+from aijobs.api import events, files, health, jobs, operations, webhooks
 from aijobs.api.deps import Services
 from aijobs.api.limits import BodyLimit
 from aijobs.apikeys import ApiKeys
 from aijobs.errors import AijobsError, CallerError, InternalError, InvalidRequest, StorageError
+from aijobs.events import JobEvents
 from aijobs.files import Files
+from aijobs.live import Hub
 from aijobs.outbound import Guard
 from aijobs.queue import JobQueue
 from aijobs.routing import Routing, load_policy
@@ -35,6 +37,8 @@ from aijobs.routing.breakers import Breakers
 from aijobs.settings import Settings
 from aijobs.storage import open_blob_store
 from aijobs.store import JobStore
+from aijobs.webhooks.deliveries import Deliveries, delivery_ttl_s
+from aijobs.webhooks.endpoints import Endpoints
 
 log = logging.getLogger(__name__)
 
@@ -99,21 +103,30 @@ def create_app(settings: Settings, routing: Routing) -> FastAPI:
         redis = Redis.from_url(settings.redis_url, max_connections=512)
         queue = await JobQueue.connect(settings.redis_url)
         blobs = await open_blob_store(settings)
+        store = JobStore(redis, settings.job_ttl_s, *routing.config.ledger.ttls_s())
+        hub = Hub(redis)
+        await hub.start()
+        hooks = routing.config.webhooks
         app.state.services = Services(
             settings=settings,
             routing=routing,
             redis=redis,
-            store=JobStore(redis, settings.job_ttl_s, *routing.config.ledger.ttls_s()),
+            store=store,
             queue=queue,
             keys=ApiKeys(redis, settings.key_cache_ttl_s),
             blobs=blobs,
             breakers=Breakers(redis, routing.config.breakers, routing.reachable()),
             files=Files(redis, blobs, settings.file_ttl_s),
             guard=Guard.from_setting(settings.outbound_allow),
+            events=JobEvents(redis),
+            hub=hub,
+            endpoints=Endpoints(redis, hooks.max_endpoints, hooks.rotation_overlap_s),
+            deliveries=Deliveries(redis, delivery_ttl_s(hooks.schedule_s, settings.job_ttl_s)),
         )
         try:
             yield
         finally:
+            await hub.close()
             await blobs.close()
             await queue.close()
             await redis.aclose()
@@ -134,6 +147,8 @@ def create_app(settings: Settings, routing: Routing) -> FastAPI:
     app.add_exception_handler(RedisTimeoutError, _redis_unavailable)
     app.add_exception_handler(Exception, _unexpected)
     app.include_router(jobs.router)
+    app.include_router(events.router)
+    app.include_router(webhooks.router)
     app.include_router(files.router)
     app.include_router(health.router)
     app.include_router(operations.router)

@@ -9,7 +9,9 @@ from redis.asyncio import Redis
 
 from aijobs.apikeys import ApiKeys
 from aijobs.errors import Unauthorized
+from aijobs.events import JobEvents
 from aijobs.files import Files
+from aijobs.live import Hub
 from aijobs.outbound import Guard
 from aijobs.queue import JobQueue
 from aijobs.routing import Routing
@@ -17,6 +19,8 @@ from aijobs.routing.breakers import Breakers
 from aijobs.settings import Settings
 from aijobs.storage import BlobStore
 from aijobs.store import JobStore
+from aijobs.webhooks.deliveries import Deliveries
+from aijobs.webhooks.endpoints import Endpoints
 
 
 @dataclass(slots=True)
@@ -33,6 +37,10 @@ class Services:
     breakers: Breakers
     files: Files
     guard: Guard
+    events: JobEvents
+    hub: Hub
+    endpoints: Endpoints
+    deliveries: Deliveries
 
 
 def services(request: Request) -> Services:

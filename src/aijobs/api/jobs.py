@@ -1,8 +1,12 @@
-"""The jobs API: submit, fetch, list, cancel."""
+"""The jobs API: submit (optionally waiting for the result), fetch, list, cancel."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
+import re
+import time
 from typing import Annotated, Any, Literal
 
 import orjson
@@ -11,16 +15,22 @@ from pydantic import TypeAdapter, ValidationError
 
 from aijobs import ledger
 from aijobs.api.deps import Services, services, tenant
-from aijobs.api.views import job_view
 from aijobs.errors import Canceled, Conflict, InvalidRequest, NotFound
 from aijobs.inputs import check_image_ref
 from aijobs.jobs import TERMINAL, Job, JobStatus, is_job_id
+from aijobs.outbound import OutboundRefused
 from aijobs.queue import delivery, poll_id
 from aijobs.store import IdempotencyConflict
 from aijobs.types import JOB_TYPES, JobRequest
+from aijobs.views import job_view
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 _REQUEST = TypeAdapter[JobRequest](JobRequest)
+#: ``Prefer: wait=N`` waits at most this long (RFC 7240).
+MAX_WAIT_S = 60
+#: A waiting request re-reads the status this often even without a wake-up (a lost pub/sub message).
+RECHECK_S = 5.0
+_WAIT = re.compile(r"(?:^|[,;\s])wait\s*=\s*\"?([^\s,;\"]*)")
 Svc = Annotated[Services, Depends(services)]
 Tenant = Annotated[str, Depends(tenant)]
 
@@ -77,13 +87,23 @@ async def submit(
     svc: Svc,
     owner: Tenant,
     idempotency_key: Annotated[str | None, Header(min_length=1, max_length=255)] = None,
+    prefer: Annotated[str | None, Header(description="`wait=N` (N ≤ 60): the finished job inline.")] = None,
 ) -> Response:
-    """Validate, write the record, enqueue its id. ``Idempotency-Key`` makes retries safe."""
+    """Validate, write the record, enqueue its id. ``Idempotency-Key`` makes retries safe.
+
+    With ``Prefer: wait=N`` the answer is the finished job (200) if it ends within N seconds, else
+    the usual 202 with the job as it is then.
+    """
+    wait_s = parse_wait(prefer)
     job_request = parse_job_request(await request.body())
     feature = svc.routing.feature_for(job_request.type, job_request.feature)
     image = getattr(job_request.input, "image", None)
     if image is not None:  # a file that isn't the caller's, a URL the worker would refuse: 422 now
         await check_image_ref(image, owner, svc.files, svc.guard)
+    webhook = None
+    if job_request.webhook is not None:
+        webhook = job_request.webhook.model_dump(mode="json")
+        await _check_webhook(svc, owner, webhook["url"])
     idempotency = None
     if idempotency_key is not None:  # only then is the canonical body needed, to compare bodies
         canonical = job_request.model_dump_json(by_alias=True, exclude_none=True).encode()
@@ -99,14 +119,65 @@ async def submit(
             metadata=job_request.metadata,
             idempotency=idempotency,
             deliver=delivery,
+            webhook=webhook,
         )
     except IdempotencyConflict as exc:
         raise Conflict(
             f"Idempotency-Key was already used with a different body (job {exc.job_id})",
             param="Idempotency-Key",
         ) from None
-    view = await job_view(created.job, svc.blobs, svc.settings.blob_url_ttl_s)
-    return _json(view, 202 if created.created else 200)
+    job = created.job
+    if wait_s and not job.terminal:
+        job = await _wait_for_end(svc, job, wait_s)
+    view = await job_view(job, svc.blobs, svc.settings.blob_url_ttl_s)
+    response = _json(view, 202 if created.created and not job.terminal else 200)
+    if wait_s:
+        response.headers["Preference-Applied"] = f"wait={wait_s:g}"
+    return response
+
+
+def parse_wait(prefer: str | None) -> float:
+    """Seconds from a ``Prefer`` header's ``wait=N`` (0 when absent); 422 when it is not 0 to 60."""
+    match = _WAIT.search(prefer or "")
+    if match is None:
+        return 0.0
+    try:
+        wait_s = float(match.group(1))
+    except ValueError:
+        wait_s = -1.0
+    if not 0 <= wait_s <= MAX_WAIT_S:
+        raise InvalidRequest(
+            f"Prefer: wait must be a number of seconds from 0 to {MAX_WAIT_S}", param="Prefer"
+        )
+    return wait_s
+
+
+async def _wait_for_end(svc: Services, job: Job, wait_s: float) -> Job:
+    """``job`` once it is terminal, or as it is after ``wait_s`` seconds."""
+    deadline = time.monotonic() + wait_s
+    async with svc.hub.follow(job.id) as woken:
+        while (remaining := deadline - time.monotonic()) > 0:
+            woken.clear()
+            status = await svc.store.status(job.id)
+            if status is None or status in TERMINAL:
+                break
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(woken.wait(), min(remaining, RECHECK_S))
+    return await svc.store.get(job.id) or job
+
+
+async def _check_webhook(svc: Services, owner: str, url: str) -> None:
+    """Refuse (422) a webhook that could never be delivered or signed."""
+    try:
+        await svc.guard.check(url)
+    except OutboundRefused as exc:
+        raise InvalidRequest(f"webhook.url: the URL cannot be called: {exc}", param="webhook.url") from None
+    if await svc.endpoints.job_ring(owner) is None:
+        raise InvalidRequest(
+            "webhook: job webhooks are signed with your job-webhook secret; create it first with "
+            "POST /v1/webhooks/secret",
+            param="webhook",
+        )
 
 
 async def _owned(svc: Services, job_id: str, owner: str) -> Job:

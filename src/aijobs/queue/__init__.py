@@ -24,6 +24,14 @@ from aijobs.routing.config import LaneConfig
 RUN_JOB = "run_job"
 #: The arq task that polls a media job's provider task once (and reschedules itself).
 POLL_TASK = "poll_task"
+#: The internal lane webhook deliveries run on, apart from every job lane.
+WEBHOOK_LANE = "webhooks"
+#: The arq task turning one job event into deliveries (enqueued by the event's own script).
+WEBHOOK_FANOUT = "webhook_fanout"
+#: The arq task making one delivery attempt.
+WEBHOOK_SEND = "webhook_send"
+#: How long arq keeps a payload (its own default); a webhook retry is a new arq job, so it never expires.
+PAYLOAD_TTL_MS = expires_extra_ms
 WorkerFunction = WorkerCoroutine
 
 
@@ -73,10 +81,14 @@ def poll_id(job_id: str) -> str:
 
 def poll_delivery(job_id: str, lane: str, defer_s: float) -> Delivery:
     """How to schedule the first poll of ``job_id``'s provider task, ``defer_s`` from now."""
-    now_ms = timestamp_ms()
-    score_ms = now_ms + int(defer_s * 1000)
-    payload = serialize_job(POLL_TASK, (job_id,), {}, None, score_ms, serializer=_dumps)
-    return Delivery(job_key_prefix + poll_id(job_id), queue_name(lane), payload, score_ms, expires_extra_ms)
+    return task_delivery(POLL_TASK, poll_id(job_id), (job_id,), lane, defer_s)
+
+
+def task_delivery(function: str, arq_id: str, args: tuple[str, ...], lane: str, defer_s: float) -> Delivery:
+    """How to enqueue ``function(*args)`` as arq job ``arq_id`` on ``lane``, ``defer_s`` from now."""
+    score_ms = timestamp_ms() + int(defer_s * 1000)
+    payload = serialize_job(function, args, {}, None, score_ms, serializer=_dumps)
+    return Delivery(job_key_prefix + arq_id, queue_name(lane), payload, score_ms, expires_extra_ms)
 
 
 class JobQueue:
@@ -97,6 +109,11 @@ class JobQueue:
         job = await self._pool.enqueue_job(
             RUN_JOB, job_id, _job_id=job_id, _queue_name=queue_name(lane), _defer_by=defer_s or None
         )
+        return job is not None
+
+    async def enqueue_task(self, function: str, arq_id: str, args: tuple[str, ...], lane: str) -> bool:
+        """Queue ``function(*args)`` as arq job ``arq_id`` on ``lane`` now; ``False`` if it already waits."""
+        job = await self._pool.enqueue_job(function, *args, _job_id=arq_id, _queue_name=queue_name(lane))
         return job is not None
 
     async def waiting(self, job_ids: list[str]) -> set[str]:
@@ -124,18 +141,14 @@ class JobQueue:
 
 
 def lane_worker_options(
-    lane: str,
-    config: LaneConfig,
-    run_job: WorkerFunction,
-    redis_url: str,
-    poll_task: WorkerFunction | None = None,
+    lane: str, config: LaneConfig, functions: dict[str, WorkerFunction], redis_url: str
 ) -> dict[str, Any]:
-    """arq Worker settings for one lane, tuned by ``config`` (arq's defaults cap throughput)."""
-    functions = [func(run_job, name=RUN_JOB)]
-    if poll_task is not None:
-        functions.append(func(poll_task, name=POLL_TASK))
+    """arq Worker settings for one lane, tuned by ``config`` (arq's defaults cap throughput).
+
+    ``functions`` maps arq function names (:data:`RUN_JOB`, :data:`POLL_TASK`, …) to coroutines.
+    """
     return {
-        "functions": functions,
+        "functions": [func(coroutine, name=name) for name, coroutine in functions.items()],
         "queue_name": queue_name(lane),
         "redis_settings": redis_settings(redis_url),
         "max_jobs": config.max_jobs,
@@ -149,13 +162,8 @@ def lane_worker_options(
 
 
 def lane_worker(
-    lane: str,
-    config: LaneConfig,
-    run_job: WorkerFunction,
-    ctx: dict[str, Any],
-    redis_url: str,
-    poll_task: WorkerFunction | None = None,
+    lane: str, config: LaneConfig, functions: dict[str, WorkerFunction], ctx: dict[str, Any], redis_url: str
 ) -> LaneWorker:
     """A worker for one lane; signals are the caller's to handle."""
-    options = lane_worker_options(lane, config, run_job, redis_url, poll_task)
+    options = lane_worker_options(lane, config, functions, redis_url)
     return LaneWorker(**options, ctx=ctx, handle_signals=False)

@@ -28,10 +28,10 @@ from redis.asyncio import Redis
 
 from aijobs.errors import AijobsError, ProviderError
 from aijobs.histogram import bucket_of, quantile
+from aijobs.keys import Keys
 from aijobs.routing.config import BreakerConfig
 from aijobs.routing.policy import Target
 from aijobs.scriptbatch import ScriptBatcher
-from aijobs.store import Keys
 
 log = logging.getLogger(__name__)
 

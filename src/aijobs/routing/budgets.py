@@ -12,9 +12,9 @@ import time
 from redis.asyncio import Redis
 
 from aijobs.errors import BudgetExceeded
+from aijobs.keys import Keys
 from aijobs.ledger import day_of
 from aijobs.routing.policy import Feature, Target
-from aijobs.store import Keys
 
 
 class Budgets:

@@ -35,6 +35,9 @@ ProviderCode = Literal[
     "provider_context_window",
 ]
 LANES: tuple[LaneName, ...] = ("interactive", "media", "batch")
+#: A lane a worker can serve: the job lanes, and ``webhooks`` (deliveries, never a feature's lane).
+WorkerLane = Literal["interactive", "media", "batch", "webhooks"]
+WORKER_LANES: tuple[WorkerLane, ...] = (*LANES, "webhooks")
 
 
 class _Config(BaseModel):
@@ -53,7 +56,33 @@ _DEFAULT_LANES = {
     "interactive": LaneConfig(max_jobs=6000, poll_delay_s=0.01, job_timeout_s=120),
     "media": LaneConfig(max_jobs=2000, poll_delay_s=0.05, job_timeout_s=600),
     "batch": LaneConfig(max_jobs=500, poll_delay_s=0.25, job_timeout_s=900),
+    # A delivery takes at most its 15 s timeout; 200 slow receivers at once stay cheap on the loop.
+    "webhooks": LaneConfig(max_jobs=200, poll_delay_s=0.05, job_timeout_s=30),
 }
+
+
+class WebhookConfig(_Config):
+    """How webhook deliveries are attempted (Standard Webhooks; Svix-like retry schedule)."""
+
+    schedule_s: tuple[float, ...] = Field(
+        default=(0, 5, 300, 1800, 7200, 18000, 36000, 36000),
+        min_length=1,
+        max_length=20,
+        description="Delay before each attempt, counted from the previous one (the first from the event).",
+    )
+    connect_timeout_s: float = Field(default=5.0, gt=0, le=60)
+    timeout_s: float = Field(default=15.0, gt=0, le=120, description="Whole attempt, response included.")
+    rotation_overlap_s: float = Field(
+        default=86400.0, ge=0, le=30 * 86400, description="How long a rotated-out secret still signs."
+    )
+    max_endpoints: int = Field(default=20, ge=1, le=1000, description="Registered endpoints per tenant.")
+
+    @field_validator("schedule_s")
+    @classmethod
+    def _non_negative(cls, value: tuple[float, ...]) -> tuple[float, ...]:
+        if any(step < 0 for step in value):
+            raise ValueError("delays must be 0 or more seconds")
+        return value
 
 
 class TaskConfig(_Config):
@@ -207,7 +236,8 @@ class LedgerConfig(_Config):
 class RoutingConfig(_Config):
     """The whole file. ``defaults`` maps every job type to the feature used when a job names none."""
 
-    lanes: dict[LaneName, LaneConfig] = Field(default_factory=dict)
+    lanes: dict[WorkerLane, LaneConfig] = Field(default_factory=dict)
+    webhooks: WebhookConfig = Field(default_factory=WebhookConfig)
     breakers: BreakerConfig = Field(default_factory=BreakerConfig)
     ledger: LedgerConfig = Field(default_factory=LedgerConfig)
     currencies: dict[str, float] = Field(
@@ -240,7 +270,7 @@ class RoutingConfig(_Config):
                 raise ValueError(f"defaults.{job_type}: feature {feature_name!r} serves {default.type}")
         return self
 
-    def lane(self, name: LaneName) -> LaneConfig:
+    def lane(self, name: WorkerLane) -> LaneConfig:
         return self.lanes.get(name) or _DEFAULT_LANES[name]
 
 

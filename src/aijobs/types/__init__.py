@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal, TypeAlias
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from aijobs.types.chat import ChatInput
 from aijobs.types.common import Strict
@@ -25,11 +25,33 @@ FEATURE_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,63}$"
 MAX_METADATA_KEYS = 16
 
 
+WebhookEvent = Literal["job.running", "job.succeeded", "job.failed", "job.canceled"]
+WEBHOOK_EVENTS: tuple[WebhookEvent, ...] = ("job.running", "job.succeeded", "job.failed", "job.canceled")
+WEBHOOK_URL_PATTERN = r"^https?://[^\s]+$"
+
+
+class WebhookSpec(Strict):
+    """Where to POST this job's events (signed with the tenant's job-webhook secret)."""
+
+    url: str = Field(min_length=8, max_length=2048, pattern=WEBHOOK_URL_PATTERN)
+    events: list[WebhookEvent] = Field(
+        default_factory=lambda: list(WEBHOOK_EVENTS),
+        min_length=1,
+        description="The events to send; all four when left out.",
+    )
+
+    @field_validator("events")
+    @classmethod
+    def _distinct(cls, events: list[WebhookEvent]) -> list[WebhookEvent]:
+        return list(dict.fromkeys(events))
+
+
 class _JobRequest(Strict):
     feature: str | None = Field(default=None, pattern=FEATURE_PATTERN)
     metadata: dict[Annotated[str, Field(max_length=64)], Annotated[str, Field(max_length=512)]] = Field(
         default_factory=dict, max_length=MAX_METADATA_KEYS
     )
+    webhook: WebhookSpec | None = None
 
 
 class ChatJob(_JobRequest):

@@ -45,6 +45,7 @@ def _common(job: Job) -> dict[str, Any]:
         "started_at": iso(job.started_at),
         "finished_at": iso(job.finished_at),
         "requeues": job.requeues,
+        "webhook": job.webhook,
         **_task_view(job.task),
     }
 
