@@ -74,9 +74,11 @@ def processes(*commands: tuple[list[str], dict[str, str]]) -> Iterator[list[subp
 
 
 @contextlib.contextmanager
-def api(redis_url: str, data_dir: Path) -> Iterator[tuple[str, dict[str, str], subprocess.Popen[bytes]]]:
+def api(
+    redis_url: str, data_dir: Path, extra_env: dict[str, str] | None = None
+) -> Iterator[tuple[str, dict[str, str], subprocess.Popen[bytes]]]:
     port = free_port()
-    env = base_env(redis_url, data_dir, port)
+    env = base_env(redis_url, data_dir, port) | (extra_env or {})
     with processes((["api"], env)) as (process,):
         url = f"http://127.0.0.1:{port}"
         wait_ready(url, process)

@@ -43,11 +43,17 @@ async def wait_all_succeeded(redis: Redis, ids: list[str], timeout_s: float) -> 
     return max(float(f) for f in finished)
 
 
-async def end_to_end(url: str, key: str, redis_url: str, jobs: int, concurrency: int = 32) -> dict[str, Any]:
-    """Submit ``jobs`` chat jobs over HTTP (closed loop) and time until all have succeeded."""
+async def end_to_end(
+    url: str, key: str, redis_url: str, jobs: int, concurrency: int = 32, raw: bytes | None = None
+) -> dict[str, Any]:
+    """Submit ``jobs`` chat jobs over HTTP (closed loop) and time until all have succeeded.
+
+    ``raw`` is the request to send, when not the plain chat job.
+    """
     redis = Redis.from_url(redis_url)
     started = time.time()
-    sample, submit_s = await loadgen.closed_loop(url, submit_request(url, key), jobs, concurrency)
+    raw = raw or submit_request(url, key)
+    sample, submit_s = await loadgen.closed_loop(url, raw, jobs, concurrency)
     ids = [orjson.loads(body)["id"] for body in sample.bodies]
     done = await wait_all_succeeded(redis, ids, timeout_s=120)
     await redis.aclose()

@@ -146,6 +146,8 @@ async def test_the_fanout_payload_is_arqs_own_format(redis: Redis) -> None:
     assert await redis.zscore(queue_name(WEBHOOK_LANE), arq_id) is not None
     payload = orjson.loads(await redis.get(f"arq:job:{arq_id}"))
     assert (
-        payload["f"] == WEBHOOK_FANOUT and payload["a"] == [created.job.id, running.id] and payload["k"] == {}
+        payload["f"] == WEBHOOK_FANOUT
+        and payload["a"] == [created.job.id, running.id, "job.running"]
+        and payload["k"] == {}
     )
     assert abs(payload["et"] / 1000 - time.time()) < 5

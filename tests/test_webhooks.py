@@ -321,11 +321,15 @@ async def test_internal_addresses_are_refused(api: httpx2.AsyncClient, url: str)
         ({"url": "https://example.com/hook", "events": ["job.queued"]}, "webhook.events.0"),
         ({"url": "https://example.com/hook", "events": []}, "webhook.events"),
         ({"url": "https://example.com/hook", "secret": "mine"}, "webhook.secret"),
+        ({"url": "http://[::1/hook"}, "webhook.url"),  # malformed: refused, not a 500
+        ({"url": f"http://{'a' * 64}.example/hook"}, "webhook.url"),  # a label IDNA cannot encode
+        ({"url": "http://93.184.215.14/a\x01b"}, "webhook.url"),  # a control character
     ],
 )
 async def test_bad_webhook_fields_are_named(
     api: httpx2.AsyncClient, webhook: dict[str, Any], param: str
 ) -> None:
+    await job_secret(api)
     body = {"type": "chat", "input": {"messages": [{"role": "user", "content": "x"}]}, "webhook": webhook}
     response = await api.post("/v1/jobs", json=body)
     assert response.status_code == 422

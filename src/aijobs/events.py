@@ -10,6 +10,7 @@ or its tenant has endpoints. Entry ids are Redis stream ids (``<ms>-<seq>``): or
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,6 +27,10 @@ WEBHOOK_EVENTS = ("job.running", "job.succeeded", "job.failed", "job.canceled")
 TERMINAL_EVENTS = frozenset({"job.succeeded", "job.failed", "job.canceled"})
 #: A stream keeps at most about this many entries (media progress is the only long tail).
 MAX_EVENTS = 256
+
+
+# ASCII digits, 19 at most: always below 2**64, which Redis requires of both parts.
+_EVENT_ID = re.compile(r"[0-9]{1,19}-[0-9]{1,19}")
 
 
 def status_event(status: JobStatus) -> str:
@@ -48,12 +53,14 @@ local function emit(job_key, etype, status, progress, ttl_s)
   end
   redis.call('EXPIRE', stream, ttl_s)
   redis.call('PUBLISH', stream, ev .. ' ' .. etype)
-  if {HOOKED}[etype] and (hook or redis.call('EXISTS', '{ENDPOINTS}' .. tenant) == 1) then
+  -- The job's own webhook is filtered here (its events are in its JSON); endpoints in the fan-out.
+  local wanted = hook and string.find(hook, '"' .. etype .. '"', 1, true)
+  if {HOOKED}[etype] and (wanted or redis.call('EXISTS', '{ENDPOINTS}' .. tenant) == 1) then
     local arq_id = 'hook:' .. id .. ':' .. ev
     local t = redis.call('TIME')
     local now_ms = t[1] .. string.format('%03d', math.floor(tonumber(t[2]) / 1000))
-    local payload = '{"t":null,"f":"{FANOUT}","a":["' .. id .. '","' .. ev .. '"],"k":{},"et":'
-      .. now_ms .. '}'
+    local payload = '{"t":null,"f":"{FANOUT}","a":["' .. id .. '","' .. ev .. '","' .. etype
+      .. '"],"k":{},"et":' .. now_ms .. '}'
     if redis.call('SET', 'arq:job:' .. arq_id, payload, 'PX', {PAYLOAD_TTL}, 'NX') then
       redis.call('ZADD', '{QUEUE}', now_ms, arq_id)
     end
@@ -87,14 +94,19 @@ class Event:
     def terminal(self) -> bool:
         return self.type in TERMINAL_EVENTS
 
+    @classmethod
+    def of_status(cls, event_id: str, event_type: str) -> Event:
+        """A status event from its id and type alone (a webhook's event outlives stream trimming)."""
+        return cls(event_id, event_type, JobStatus(event_type.removeprefix("job.")))
+
 
 def is_event_id(text: str) -> bool:
     """True for a stream entry id (``<ms>-<seq>``): what ``Last-Event-ID`` must look like."""
-    ms, dash, seq = text.partition("-")
-    return bool(dash) and ms.isdigit() and seq.isdigit() and len(text) <= 41
+    return _EVENT_ID.fullmatch(text) is not None
 
 
-def _decode(entry_id: bytes, fields: dict[bytes, bytes]) -> Event:
+def decode_event(entry_id: bytes, fields: dict[bytes, bytes]) -> Event:
+    """An entry as XRANGE returns it."""
     progress = fields.get(b"progress")
     return Event(
         entry_id.decode(),
@@ -114,8 +126,8 @@ class JobEvents:
         """The events after ``last_id`` (all of them when ``None``), oldest first."""
         start = f"({last_id}" if last_id else "-"
         raw: list[Any] = await self.redis.xrange(Keys.events(job_id), start, "+", count=count)
-        return [_decode(entry_id, fields) for entry_id, fields in raw]
+        return [decode_event(entry_id, fields) for entry_id, fields in raw]
 
     async def get(self, job_id: str, event_id: str) -> Event | None:
         raw: list[Any] = await self.redis.xrange(Keys.events(job_id), event_id, event_id, count=1)
-        return _decode(*raw[0]) if raw else None
+        return decode_event(*raw[0]) if raw else None

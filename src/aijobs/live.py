@@ -32,8 +32,11 @@ class Hub:
         self._waiters: dict[bytes, set[asyncio.Event]] = {}
         self._ready = asyncio.Event()
         self._reader: asyncio.Task[None] | None = None
+        # One (un)subscribe at a time: redis-py's PubSub connects lazily and is not safe to race.
+        self._lock = asyncio.Lock()
 
     async def start(self) -> None:
+        await self._pubsub.connect()
         self._reader = asyncio.create_task(self._read())
 
     async def close(self) -> None:
@@ -57,7 +60,8 @@ class Hub:
         waiters.add(flag)
         try:
             if len(waiters) == 1:
-                await self._pubsub.subscribe(channel)
+                async with self._lock:
+                    await self._pubsub.subscribe(channel)
                 self._ready.set()
             yield flag
         finally:
@@ -65,7 +69,8 @@ class Hub:
             if not waiters and self._waiters.get(channel) is waiters:
                 del self._waiters[channel]
                 with contextlib.suppress(RedisError, OSError):
-                    await self._pubsub.unsubscribe(channel)
+                    async with self._lock:
+                        await self._pubsub.unsubscribe(channel)
 
     @property
     def following(self) -> int:
@@ -79,7 +84,7 @@ class Hub:
                 await self._ready.wait()
             try:
                 message = await self._pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
-            except (RedisError, OSError) as exc:
+            except Exception as exc:  # Redis restarting, mostly; whatever it is, followers re-read
                 log.warning("live events: pub/sub failed (%s); reconnecting", exc)
                 self._wake_all()  # they re-read their streams: nothing is missed
                 await asyncio.sleep(RECONNECT_PAUSE_S)

@@ -89,6 +89,12 @@ class Guard:
 
     async def check(self, url: str) -> Checked:
         """Resolve and check ``url``; :class:`OutboundRefused` when it must not be fetched."""
+        try:
+            return await self._check(url)
+        except ValueError:  # a malformed URL or host (UnicodeError included: an over-long IDNA label)
+            raise OutboundRefused("the URL is malformed") from None
+
+    async def _check(self, url: str) -> Checked:
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https"):
             raise OutboundRefused("only http and https URLs can be fetched")
@@ -104,9 +110,7 @@ class Guard:
             return Checked(url, host, str(addresses[0]))
         for address in addresses:
             if _blocked(address):
-                raise OutboundRefused(
-                    f"{host} resolves to {address}, a non-public address; it cannot be fetched"
-                )
+                raise OutboundRefused(f"{host} resolves to a non-public address; it cannot be called")
         return Checked(url, host, str(addresses[0]))
 
     async def fetch(
@@ -150,7 +154,8 @@ class Guard:
         ``TimeoutError`` after ``timeout_s`` in all) when the call fails. At most
         ``MAX_RESPONSE_BYTES`` of the answer are read.
         """
-        checked = await self.check(url)
+        async with asyncio.timeout(timeout_s):  # resolving the name counts against the total too
+            checked = await self.check(url)
         timeout = httpx2.Timeout(timeout_s, connect=connect_timeout_s)
         async with asyncio.timeout(timeout_s), http.stream(
             "POST", _pinned(checked), content=content, headers={**headers, "Host": _host_header(checked.url)},

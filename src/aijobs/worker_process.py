@@ -58,8 +58,14 @@ async def serve(settings: Settings, routing: Routing, lanes: list[WorkerLane], e
     ctx: dict[str, Any] = {"runtime": runtime, "dispatcher": dispatcher}
     workers = [
         lane_worker(lane, routing.config.lane(lane), lane_functions(lane), ctx, settings.redis_url)
-        for lane in lanes
+        for lane in job_lanes(lanes)
     ]
+    if WEBHOOK_LANE in lanes:  # deliveries trail a burst of jobs rather than slow it down
+        job_workers = list(workers)
+        config = routing.config.lane(WEBHOOK_LANE)
+        busy = lambda: any(w.busy() for w in job_workers)  # noqa: E731
+        hooks = lane_worker(WEBHOOK_LANE, config, lane_functions(WEBHOOK_LANE), ctx, settings.redis_url, busy)
+        workers.append(hooks)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

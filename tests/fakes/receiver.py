@@ -89,7 +89,7 @@ class Receiver:
         answer = self._next(scope["path"])
         if answer.delay_s:
             await asyncio.sleep(answer.delay_s)
-        raw = [(k.encode(), v.encode()) for k, v in answer.headers]
+        raw = [(k.encode(), v.encode()) for k, v in answer.headers] + [(b"content-length", b"2")]
         await send({"type": "http.response.start", "status": answer.status, "headers": raw})
         await send({"type": "http.response.body", "body": b"ok"})
 

@@ -56,6 +56,8 @@ async def _stream(svc: Services, job_id: str, cursor: str | None) -> AsyncIterat
     async with svc.hub.follow(job_id) as woken:
         while True:
             woken.clear()
+            # The status first: a job that ends between the two reads still has its event in the stream.
+            status = await svc.store.status(job_id)
             events = await svc.events.after(job_id, cursor)
             if events:
                 job = await svc.store.get(job_id)
@@ -66,7 +68,7 @@ async def _stream(svc: Services, job_id: str, cursor: str | None) -> AsyncIterat
                     cursor = event.id
                     if event.terminal:
                         return
-            elif await svc.store.status(job_id) in (*TERMINAL, None):
+            elif status in (*TERMINAL, None):
                 return  # resumed after the terminal event (or the record expired): nothing more will come
             try:
                 await asyncio.wait_for(woken.wait(), KEEPALIVE_S)

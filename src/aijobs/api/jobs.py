@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import logging
 import re
 import time
 from typing import Annotated, Any, Literal
@@ -12,6 +13,7 @@ from typing import Annotated, Any, Literal
 import orjson
 from fastapi import APIRouter, Depends, Header, Query, Request, Response
 from pydantic import TypeAdapter, ValidationError
+from redis.exceptions import RedisError
 
 from aijobs import ledger
 from aijobs.api.deps import Services, services, tenant
@@ -24,6 +26,7 @@ from aijobs.store import IdempotencyConflict
 from aijobs.types import JOB_TYPES, JobRequest
 from aijobs.views import job_view
 
+log = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 _REQUEST = TypeAdapter[JobRequest](JobRequest)
 #: ``Prefer: wait=N`` waits at most this long (RFC 7240).
@@ -155,15 +158,21 @@ def parse_wait(prefer: str | None) -> float:
 async def _wait_for_end(svc: Services, job: Job, wait_s: float) -> Job:
     """``job`` once it is terminal, or as it is after ``wait_s`` seconds."""
     deadline = time.monotonic() + wait_s
-    async with svc.hub.follow(job.id) as woken:
-        while (remaining := deadline - time.monotonic()) > 0:
-            woken.clear()
-            status = await svc.store.status(job.id)
-            if status is None or status in TERMINAL:
-                break
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(woken.wait(), min(remaining, RECHECK_S))
-    return await svc.store.get(job.id) or job
+    try:
+        async with svc.hub.follow(job.id) as woken:
+            while (remaining := deadline - time.monotonic()) > 0:
+                woken.clear()
+                status = await svc.store.status(job.id)
+                if status is None or status in TERMINAL:
+                    break
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(woken.wait(), min(remaining, RECHECK_S))
+        return await svc.store.get(job.id) or job
+    except (RedisError, OSError) as exc:
+        # The job is written and queued: answer the usual 202 rather than an error a client would
+        # retry into a second job.
+        log.warning("Prefer: wait on %s stopped early: %s", job.id, exc)
+        return job
 
 
 async def _check_webhook(svc: Services, owner: str, url: str) -> None:
@@ -172,7 +181,7 @@ async def _check_webhook(svc: Services, owner: str, url: str) -> None:
         await svc.guard.check(url)
     except OutboundRefused as exc:
         raise InvalidRequest(f"webhook.url: the URL cannot be called: {exc}", param="webhook.url") from None
-    if await svc.endpoints.job_ring(owner) is None:
+    if not await svc.endpoints.has_job_secret(owner):
         raise InvalidRequest(
             "webhook: job webhooks are signed with your job-webhook secret; create it first with "
             "POST /v1/webhooks/secret",

@@ -7,6 +7,7 @@ twice while it waits is a no-op; that makes the recovery sweep (re-enqueue what 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -86,9 +87,11 @@ def poll_delivery(job_id: str, lane: str, defer_s: float) -> Delivery:
 
 def task_delivery(function: str, arq_id: str, args: tuple[str, ...], lane: str, defer_s: float) -> Delivery:
     """How to enqueue ``function(*args)`` as arq job ``arq_id`` on ``lane``, ``defer_s`` from now."""
-    score_ms = timestamp_ms() + int(defer_s * 1000)
+    defer_ms = int(defer_s * 1000)
+    score_ms = timestamp_ms() + defer_ms
     payload = serialize_job(function, args, {}, None, score_ms, serializer=_dumps)
-    return Delivery(job_key_prefix + arq_id, queue_name(lane), payload, score_ms, expires_extra_ms)
+    # The payload lives a day past when it is due (as arq's own deferred jobs do), however far away.
+    return Delivery(job_key_prefix + arq_id, queue_name(lane), payload, score_ms, defer_ms + expires_extra_ms)
 
 
 class JobQueue:
@@ -162,8 +165,13 @@ def lane_worker_options(
 
 
 def lane_worker(
-    lane: str, config: LaneConfig, functions: dict[str, WorkerFunction], ctx: dict[str, Any], redis_url: str
+    lane: str,
+    config: LaneConfig,
+    functions: dict[str, WorkerFunction],
+    ctx: dict[str, Any],
+    redis_url: str,
+    yield_to: Callable[[], bool] | None = None,
 ) -> LaneWorker:
-    """A worker for one lane; signals are the caller's to handle."""
+    """A worker for one lane; signals are the caller's to handle. See :class:`LaneWorker` for ``yield_to``."""
     options = lane_worker_options(lane, config, functions, redis_url)
-    return LaneWorker(**options, ctx=ctx, handle_signals=False)
+    return LaneWorker(**options, ctx=ctx, handle_signals=False, yield_to=yield_to)

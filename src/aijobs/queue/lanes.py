@@ -14,7 +14,10 @@ locks, ``arq:retry:*`` counters) and replaces only the start path:
 - the task function runs directly under the job timeout;
 - finished jobs' arq keys are removed in one batched pipeline per event-loop turn;
 - a task raising arq's ``Retry(defer=...)`` (a job-level requeue) has its job moved to ``now + defer``
-  with the delivery uncounted: a requeue is a decision, not a crash.
+  with the delivery uncounted: a requeue is a decision, not a crash;
+- a background lane (webhooks) can be told to ``yield_to`` busy lanes in the same process: while
+  one of them is starting jobs, it keeps at most ``yielding_max_jobs`` running, so deliveries trail
+  a burst of jobs instead of taking the CPU the jobs need (and catch up right after).
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import functools
 import logging
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -40,6 +44,8 @@ POLL_BACKOFF_S = 1.0
 #: Each worker reports its running jobs under ``{queue}:inflight`` this often (for ``/metrics``).
 INFLIGHT_SUFFIX = ":inflight"
 INFLIGHT_REPORT_S = 1.0
+#: A lane that started a job this recently counts as busy (for lanes yielding to it).
+BUSY_WINDOW_S = 0.1
 
 # KEYS: queue   ARGV: now_ms, lock_ms, max claims
 _CLAIM = """
@@ -65,8 +71,17 @@ return claimed
 class LaneWorker(Worker):
     """An arq Worker whose start path claims jobs in batches (see the module docstring)."""
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *args: Any,
+        yield_to: Callable[[], bool] | None = None,
+        yielding_max_jobs: int = 8,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(*args, **kwargs)
+        self._yield_to = yield_to
+        self._yielding_max_jobs = yielding_max_jobs
+        self._claimed_at = 0.0
         self._claim_script: Any = None
         self._settle_ids: list[str] = []
         self._settling: asyncio.Task[None] | None = None
@@ -76,6 +91,8 @@ class LaneWorker(Worker):
     async def _poll_iteration(self) -> None:
         try:
             free = self.max_jobs - self.job_counter
+            if self._yield_to is not None and self._yield_to():
+                free = min(free, self._yielding_max_jobs - self.job_counter)
             if self.allow_pick_jobs and free > 0:
                 await self._claim(free)
             await self.heart_beat()
@@ -92,6 +109,8 @@ class LaneWorker(Worker):
         now_ms = timestamp_ms()  # arq's clock (it rounds); a floor here would skip jobs enqueued this ms
         lock_ms = int(self.in_progress_timeout_s * 1000)
         reply = await self._claim_script(keys=[self.queue_name], args=[now_ms, lock_ms, free])
+        if reply:
+            self._claimed_at = time.monotonic()
         for i in range(0, len(reply), 4):
             job_id = reply[i].decode()
             self.job_counter += 1
@@ -100,6 +119,10 @@ class LaneWorker(Worker):
             )
             task.add_done_callback(functools.partial(self._job_done, job_id))
             self.tasks[job_id] = task
+
+    def busy(self) -> bool:
+        """Whether this lane started a job within the last :data:`BUSY_WINDOW_S`."""
+        return time.monotonic() - self._claimed_at < BUSY_WINDOW_S
 
     async def _report_inflight(self) -> None:
         self._reported_at = time.monotonic()

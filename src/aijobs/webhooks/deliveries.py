@@ -195,6 +195,11 @@ class Deliveries:
             args += [next_send.arq_id, next_send.payload, next_send.score_ms, next_send.expires_ms]
         await self._record(keys, args)
 
+    async def head(self, delivery_id: str) -> WebhookDelivery | None:
+        """The delivery without its attempts (what sending needs), in one read."""
+        raw: dict[bytes, bytes] = await self.redis.hgetall(Keys.delivery(delivery_id))  # type: ignore[misc]
+        return _decode(raw, []) if raw else None
+
     async def get(self, delivery_id: str, tenant: str | None = None) -> WebhookDelivery | None:
         found = await self._many([delivery_id])
         if not found or (tenant is not None and found[0].tenant != tenant):

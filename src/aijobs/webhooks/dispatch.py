@@ -20,7 +20,7 @@ import httpx2
 import orjson
 from redis.asyncio import Redis
 
-from aijobs.events import Event, JobEvents
+from aijobs.events import Event
 from aijobs.jobs import Job, iso
 from aijobs.keys import Keys
 from aijobs.outbound import Guard, OutboundRefused
@@ -28,7 +28,7 @@ from aijobs.providers.http import retry_after_s
 from aijobs.queue import WEBHOOK_LANE, WEBHOOK_SEND, task_delivery
 from aijobs.routing.config import WebhookConfig
 from aijobs.storage import BlobStore
-from aijobs.store import JobStore
+from aijobs.store import JobStore, decode_job
 from aijobs.views import job_view
 from aijobs.webhooks.deliveries import Deliveries, WebhookDelivery, delivery_id, delivery_ttl_s
 from aijobs.webhooks.endpoints import Endpoints
@@ -37,6 +37,9 @@ from aijobs.webhooks.signing import SecretRing, signed_headers
 log = logging.getLogger(__name__)
 USER_AGENT = "aijobs-webhooks/1"
 REPLAY = "replay"
+#: A webhook task delivered this many times without finishing (its worker keeps failing) stops.
+MAX_TASK_TRIES = 5
+GAVE_UP = "the delivery task failed repeatedly on our side; see the worker's log"
 
 
 async def event_view(job: Job, event: Event, blobs: BlobStore, url_ttl_s: int) -> dict[str, Any]:
@@ -74,30 +77,29 @@ class Dispatcher:
         self.guard = guard
         self.config = config
         self.url_ttl_s = url_ttl_s
-        self.events = JobEvents(redis)
         self.endpoints = Endpoints(redis, config.max_endpoints, config.rotation_overlap_s)
         self.deliveries = Deliveries(redis, delivery_ttl_s(config.schedule_s, store.job_ttl_s))
         # Apart from the providers' client: slow receivers never hold a connection a job needs.
         self.http = httpx2.AsyncClient(
-            limits=httpx2.Limits(max_connections=1000, max_keepalive_connections=100)
+            limits=httpx2.Limits(max_connections=1000, max_keepalive_connections=16)
         )
 
     async def close(self) -> None:
         await self.http.aclose()
 
-    async def fan_out(self, job_id: str, event_id: str) -> int:
+    async def fan_out(self, job_id: str, event_id: str, event_type: str) -> int:
         """One delivery per destination that wants the event; returns how many were made."""
-        job = await self.store.get(job_id)
-        event = await self.events.get(job_id, event_id)
-        if job is None or event is None:
+        job, gone = await self._job(job_id)
+        if job is None:
             return 0  # expired meanwhile: nothing left to tell
+        event = Event.of_status(event_id, event_type)
         destinations: list[tuple[str | None, str]] = []
         hook = job.webhook
-        if hook and event.type in hook["events"] and not await self.redis.exists(Keys.webhook_gone(job_id)):
+        if hook and event.type in hook["events"] and not gone:
             destinations.append((None, hook["url"]))
-        destinations += [
-            (e.id, e.url) for e in await self.endpoints.for_tenant(job.tenant) if e.wants(event.type)
-        ]
+        if await self.redis.exists(Keys.tenant_endpoints(job.tenant)):
+            endpoints = await self.endpoints.for_tenant(job.tenant)
+            destinations += [(e.id, e.url) for e in endpoints if e.wants(event.type)]
         made = 0
         now = time.time()
         for endpoint_id, url in destinations:
@@ -114,18 +116,17 @@ class Dispatcher:
     async def send(self, delivery_id: str, mode: str = "") -> None:
         """Make one attempt at ``delivery_id`` (a scheduled one, or a ``replay``)."""
         replay = mode == REPLAY
-        delivery = await self.deliveries.get(delivery_id)
+        delivery = await self.deliveries.head(delivery_id)
         if delivery is None or (not replay and delivery.state != "pending"):
             return  # delivered, dead, disabled, or expired: a duplicate arq job has nothing to do
-        ring, stopped = await self._destination(delivery)
+        job, gone = await self._job(delivery.job_id)
+        ring, stopped = await self._destination(delivery, gone)
         now = time.time()
         if ring is None:
             attempt = {"at": now, "status_code": None, "latency_ms": 0, "error": stopped}
             await self.deliveries.record(delivery, attempt, "disabled")
             return
-        job = await self.store.get(delivery.job_id)
-        event = await self.events.get(delivery.job_id, delivery.event_id)
-        if job is None or event is None:
+        if job is None:
             attempt = {
                 "at": now,
                 "status_code": None,
@@ -134,6 +135,7 @@ class Dispatcher:
             }
             await self.deliveries.record(delivery, attempt, "dead")
             return
+        event = Event.of_status(delivery.event_id, delivery.event_type)
         data = await event_view(job, event, self.blobs, self.url_ttl_s)
         body = orjson.dumps({"type": event.type, "id": delivery.id, "timestamp": iso(event.at), "data": data})
         status, retry_after, error, latency_ms = await self._post(delivery, body, ring.active(now))
@@ -168,6 +170,9 @@ class Dispatcher:
             error = f"no answer within {self.config.timeout_s:g} s"
         except httpx2.HTTPError as exc:
             error = f"the connection failed ({type(exc).__name__})"
+        except Exception as exc:  # whatever else a request can raise is this attempt's failure, not ours
+            log.warning("webhook %s: the attempt raised %s", delivery.id, type(exc).__name__)
+            error = f"the request could not be made ({type(exc).__name__})"
         return status, retry_after, error, round((time.perf_counter() - started) * 1000, 1)
 
     async def _settle(
@@ -204,10 +209,25 @@ class Dispatcher:
         next_send = task_delivery(WEBHOOK_SEND, arq_id, (delivery.id,), WEBHOOK_LANE, delay_s)
         await self.deliveries.record(delivery, attempt, "pending", next_send, time.time() + delay_s)
 
-    async def _destination(self, delivery: WebhookDelivery) -> tuple[SecretRing | None, str]:
+    async def _job(self, job_id: str) -> tuple[Job | None, bool]:
+        """The record, and whether the job's own webhook URL answered 410: one round trip."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.hgetall(Keys.job(job_id))
+            pipe.exists(Keys.webhook_gone(job_id))
+            raw, gone = await pipe.execute()
+        return (decode_job(raw) if raw else None), bool(gone)
+
+    async def give_up(self, delivery_id: str) -> None:
+        """A send task that kept failing (not the receiver: our side) dead-letters its delivery."""
+        delivery = await self.deliveries.head(delivery_id)
+        if delivery is not None and delivery.state == "pending":
+            attempt = {"at": time.time(), "status_code": None, "latency_ms": 0, "error": GAVE_UP}
+            await self.deliveries.record(delivery, attempt, "dead")
+
+    async def _destination(self, delivery: WebhookDelivery, gone: bool) -> tuple[SecretRing | None, str]:
         """The secrets to sign with, or ``None`` and why nothing may be sent."""
         if delivery.endpoint_id is None:
-            if await self.redis.exists(Keys.webhook_gone(delivery.job_id)):
+            if gone:
                 return None, "the job's webhook URL answered 410 Gone earlier"
             ring = await self.endpoints.job_ring(delivery.tenant)
             return ring, "the tenant has no job-webhook signing secret"
@@ -227,13 +247,19 @@ class Dispatcher:
             await self.redis.set(Keys.webhook_gone(delivery.job_id), reason, ex=self.deliveries.ttl_s)
 
 
-async def webhook_fanout(ctx: dict[str, Any], job_id: str, event_id: str) -> None:
+async def webhook_fanout(ctx: dict[str, Any], job_id: str, event_id: str, event_type: str) -> None:
     """arq task: an event's deliveries (enqueued by the event's own script)."""
     dispatcher: Dispatcher = ctx["dispatcher"]
-    await dispatcher.fan_out(job_id, event_id)
+    if ctx.get("job_try", 1) > MAX_TASK_TRIES:
+        log.error("job %s: fanning out event %s failed %d times; dropped", job_id, event_id, MAX_TASK_TRIES)
+        return
+    await dispatcher.fan_out(job_id, event_id, event_type)
 
 
 async def webhook_send(ctx: dict[str, Any], delivery_id: str, mode: str = "") -> None:
     """arq task: one attempt at a delivery."""
     dispatcher: Dispatcher = ctx["dispatcher"]
+    if ctx.get("job_try", 1) > MAX_TASK_TRIES:
+        await dispatcher.give_up(delivery_id)
+        return
     await dispatcher.send(delivery_id, mode)

@@ -54,7 +54,8 @@ class Endpoint:
         }
 
 
-def _decode(raw: dict[bytes, bytes]) -> Endpoint:
+def decode_endpoint(raw: dict[bytes, bytes]) -> Endpoint:
+    """An endpoint from its hash (HGETALL)."""
     disabled_at = raw.get(b"disabled_at")
     return Endpoint(
         id=raw[b"id"].decode(),
@@ -69,6 +70,15 @@ def _decode(raw: dict[bytes, bytes]) -> Endpoint:
     )
 
 
+# KEYS: endpoint   ARGV: field/value pairs.  Only an endpoint that still exists is changed: a DELETE
+# racing a rotation or a 410 must not leave a headless hash behind.
+_SET_IF_EXISTS = """
+if redis.call('HEXISTS', KEYS[1], 'id') == 0 then return 0 end
+redis.call('HSET', KEYS[1], unpack(ARGV))
+return 1
+"""
+
+
 class TooManyEndpoints(Exception):
     """The tenant already has as many endpoints as allowed."""
 
@@ -78,8 +88,11 @@ class Endpoints:
 
     def __init__(self, redis: Redis, max_per_tenant: int, overlap_s: float) -> None:
         self.redis = redis
+        self._set_if_exists = redis.register_script(_SET_IF_EXISTS)
         self.max_per_tenant = max_per_tenant
         self.overlap_s = overlap_s
+        #: Tenants known to have a job-webhook secret: one is never removed, so this never goes stale.
+        self._with_job_secret: set[str] = set()
 
     async def create(
         self, tenant: str, url: str, events: list[str], description: str
@@ -111,9 +124,9 @@ class Endpoints:
     async def get(self, endpoint_id: str, tenant: str | None = None) -> Endpoint | None:
         """The endpoint, or ``None`` when missing or (with ``tenant``) someone else's."""
         raw: dict[bytes, bytes] = await self.redis.hgetall(Keys.endpoint(endpoint_id))  # type: ignore[misc]
-        if not raw:
+        if b"id" not in raw:
             return None
-        endpoint = _decode(raw)
+        endpoint = decode_endpoint(raw)
         return endpoint if tenant is None or endpoint.tenant == tenant else None
 
     async def for_tenant(self, tenant: str) -> list[Endpoint]:
@@ -123,7 +136,7 @@ class Endpoints:
             for endpoint_id in ids:
                 pipe.hgetall(Keys.endpoint(endpoint_id))
             raws = await pipe.execute()
-        return sorted((_decode(raw) for raw in raws if raw), key=lambda e: e.created_at)
+        return sorted((decode_endpoint(raw) for raw in raws if b"id" in raw), key=lambda e: e.created_at)
 
     async def delete(self, endpoint: Endpoint) -> None:
         async with self.redis.pipeline(transaction=True) as pipe:
@@ -135,18 +148,26 @@ class Endpoints:
         """A new secret for ``endpoint``; the old one keeps signing for the overlap."""
         secret = new_secret()
         ring = endpoint.ring.rotated(secret, time.time(), self.overlap_s)
-        await self.redis.hset(Keys.endpoint(endpoint.id), mapping=ring.fields())  # type: ignore[misc]
+        await self._update(endpoint.id, ring.fields())
         return replace(endpoint, ring=ring), secret
 
     async def disable(self, endpoint_id: str, reason: str) -> None:
         """Stop sending to an endpoint (it answered 410 Gone); only if it still exists."""
-        key = Keys.endpoint(endpoint_id)
-        if await self.redis.exists(key):
-            await self.redis.hset(key, mapping={"disabled_at": repr(time.time()), "disabled_reason": reason})  # type: ignore[misc]
+        await self._update(endpoint_id, {"disabled_at": repr(time.time()), "disabled_reason": reason})
+
+    async def _update(self, endpoint_id: str, fields: dict[str, str]) -> None:
+        args = [item for pair in fields.items() for item in pair]
+        await self._set_if_exists(keys=[Keys.endpoint(endpoint_id)], args=args)
 
     async def enable(self, endpoint: Endpoint) -> Endpoint:
         await self.redis.hdel(Keys.endpoint(endpoint.id), "disabled_at", "disabled_reason")  # type: ignore[misc]
         return (await self.get(endpoint.id)) or endpoint
+
+    async def has_job_secret(self, tenant: str) -> bool:
+        """Whether ``tenant`` can sign job webhooks (checked on every submit with a webhook)."""
+        if tenant not in self._with_job_secret and await self.redis.exists(Keys.webhook_secret(tenant)):
+            self._with_job_secret.add(tenant)
+        return tenant in self._with_job_secret
 
     async def job_ring(self, tenant: str) -> SecretRing | None:
         """The secrets signing ``tenant``'s per-job webhooks, or ``None`` before the first is made."""
