@@ -126,8 +126,8 @@ aijobs is running (simulator provider: {routing_file}; Redis: {redis_url})
   API      {base}
   docs     {base}/docs
   dev key  {key}
-  inputs   image URLs may point at this machine (AIJOBS_OUTBOUND_ALLOW={DEV_OUTBOUND_ALLOW});
-           production fetches public addresses only
+  outbound image URLs and webhooks may point at this machine
+           (AIJOBS_OUTBOUND_ALLOW={DEV_OUTBOUND_ALLOW}); production calls public addresses only
 
 Submit a job, then fetch it by the id it returns:
 
