@@ -33,10 +33,6 @@ MAX_EVENTS = 256
 _EVENT_ID = re.compile(r"[0-9]{1,19}-[0-9]{1,19}")
 
 
-def status_event(status: JobStatus) -> str:
-    return f"job.{status.value}"
-
-
 # emit(job key, event type, status, progress or false, stream ttl s) → the entry id.
 # A script defines this function and calls it after its own change (see aijobs.store).
 EMIT_LUA = (
@@ -127,7 +123,3 @@ class JobEvents:
         start = f"({last_id}" if last_id else "-"
         raw: list[Any] = await self.redis.xrange(Keys.events(job_id), start, "+", count=count)
         return [decode_event(entry_id, fields) for entry_id, fields in raw]
-
-    async def get(self, job_id: str, event_id: str) -> Event | None:
-        raw: list[Any] = await self.redis.xrange(Keys.events(job_id), event_id, event_id, count=1)
-        return decode_event(*raw[0]) if raw else None

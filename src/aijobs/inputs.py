@@ -24,16 +24,21 @@ from aijobs.outbound import Guard, OutboundRefused
 PARAM = "input.image"
 
 
+async def check_url(guard: Guard, url: str, *, param: str, what: str) -> None:
+    """Refuse (422 naming ``param``) a URL the outbound guard would not let the service call."""
+    try:
+        await guard.check(url)
+    except OutboundRefused as exc:
+        raise InvalidRequest(f"{what}: {exc}", param=param) from None
+
+
 async def check_image_ref(image: str, tenant: str, files: Files, guard: Guard) -> None:
     """Refuse (422) an image reference that could never be read: a foreign file, a guarded URL."""
     if is_file_id(image):
         if await files.get(image, tenant) is None:
             raise InvalidRequest(f"file {image} does not exist (or has expired)", param=PARAM)
     elif image.startswith(("http://", "https://")):
-        try:
-            await guard.check(image)
-        except OutboundRefused as exc:
-            raise InvalidRequest(f"the image URL cannot be used: {exc}", param=PARAM) from None
+        await check_url(guard, image, param=PARAM, what="the image URL cannot be used")
 
 
 async def inline_image(

@@ -13,15 +13,14 @@ import asyncio
 from collections.abc import AsyncIterator
 from typing import Annotated
 
-import orjson
 from fastapi import APIRouter, Depends, Header
 from fastapi.responses import StreamingResponse
 
 from aijobs.api.deps import Services, services, tenant
 from aijobs.errors import InvalidRequest, NotFound
 from aijobs.events import Event, is_event_id
-from aijobs.jobs import TERMINAL, Job, is_job_id, iso
-from aijobs.webhooks.dispatch import event_view
+from aijobs.jobs import TERMINAL, Job, is_job_id
+from aijobs.webhooks.dispatch import event_payload
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 KEEPALIVE_S = 15.0
@@ -77,6 +76,5 @@ async def _stream(svc: Services, job_id: str, cursor: str | None) -> AsyncIterat
 
 
 async def _frame(svc: Services, job: Job, event: Event) -> bytes:
-    data = await event_view(job, event, svc.blobs, svc.settings.blob_url_ttl_s)
-    payload = orjson.dumps({"type": event.type, "id": event.id, "timestamp": iso(event.at), "data": data})
+    payload = await event_payload(job, event, event.id, svc.blobs, svc.settings.blob_url_ttl_s)
     return b"id: " + event.id.encode() + b"\nevent: " + event.type.encode() + b"\ndata: " + payload + b"\n\n"

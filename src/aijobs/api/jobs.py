@@ -18,9 +18,8 @@ from redis.exceptions import RedisError
 from aijobs import ledger
 from aijobs.api.deps import Services, services, tenant
 from aijobs.errors import Canceled, Conflict, InvalidRequest, NotFound
-from aijobs.inputs import check_image_ref
+from aijobs.inputs import check_image_ref, check_url
 from aijobs.jobs import TERMINAL, Job, JobStatus, is_job_id
-from aijobs.outbound import OutboundRefused
 from aijobs.queue import delivery, poll_id
 from aijobs.store import IdempotencyConflict
 from aijobs.types import JOB_TYPES, JobRequest
@@ -177,10 +176,7 @@ async def _wait_for_end(svc: Services, job: Job, wait_s: float) -> Job:
 
 async def _check_webhook(svc: Services, owner: str, url: str) -> None:
     """Refuse (422) a webhook that could never be delivered or signed."""
-    try:
-        await svc.guard.check(url)
-    except OutboundRefused as exc:
-        raise InvalidRequest(f"webhook.url: the URL cannot be called: {exc}", param="webhook.url") from None
+    await check_url(svc.guard, url, param="webhook.url", what="webhook.url: the URL cannot be called")
     if not await svc.endpoints.has_job_secret(owner):
         raise InvalidRequest(
             "webhook: job webhooks are signed with your job-webhook secret; create it first with "

@@ -14,12 +14,11 @@ from fastapi import APIRouter, Depends, Query, Response
 from pydantic import Field
 
 from aijobs.api.deps import Services, services, tenant
-from aijobs.errors import Conflict, InvalidRequest, NotFound
+from aijobs.errors import Conflict, NotFound
+from aijobs.inputs import check_url
 from aijobs.jobs import is_job_id, iso
-from aijobs.outbound import OutboundRefused
 from aijobs.queue import WEBHOOK_LANE, WEBHOOK_SEND
-from aijobs.types import WEBHOOK_EVENTS, WEBHOOK_URL_PATTERN, WebhookEvent
-from aijobs.types.common import Strict
+from aijobs.types import WebhookSpec
 from aijobs.webhooks.deliveries import is_delivery_id
 from aijobs.webhooks.dispatch import REPLAY
 from aijobs.webhooks.endpoints import Endpoint, TooManyEndpoints
@@ -29,11 +28,9 @@ Svc = Annotated[Services, Depends(services)]
 Tenant = Annotated[str, Depends(tenant)]
 
 
-class EndpointRequest(Strict):
-    """``POST /v1/webhooks``: a URL that receives the tenant's job events."""
+class EndpointRequest(WebhookSpec):
+    """``POST /v1/webhooks``: a URL that receives the tenant's job events (all four by default)."""
 
-    url: str = Field(min_length=8, max_length=2048, pattern=WEBHOOK_URL_PATTERN)
-    events: list[WebhookEvent] = Field(default_factory=lambda: list(WEBHOOK_EVENTS), min_length=1)
     description: str = Field(default="", max_length=256)
 
 
@@ -50,14 +47,9 @@ async def _endpoint(svc: Services, endpoint_id: str, owner: str) -> Endpoint:
 
 @router.post("/v1/webhooks", status_code=201, summary="Register an endpoint (its secret is shown once)")
 async def create_endpoint(body: EndpointRequest, svc: Svc, owner: Tenant) -> Response:
+    await check_url(svc.guard, body.url, param="url", what="url: the URL cannot be called")
     try:
-        await svc.guard.check(body.url)
-    except OutboundRefused as exc:
-        raise InvalidRequest(f"url: the URL cannot be called: {exc}", param="url") from None
-    try:
-        endpoint, secret = await svc.endpoints.create(
-            owner, body.url, list(dict.fromkeys(body.events)), body.description
-        )
+        endpoint, secret = await svc.endpoints.create(owner, body.url, list(body.events), body.description)
     except TooManyEndpoints as exc:
         raise Conflict(str(exc), param="url") from None
     return _json({**endpoint.view(), "secret": secret}, 201)

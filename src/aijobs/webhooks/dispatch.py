@@ -59,6 +59,12 @@ async def event_view(job: Job, event: Event, blobs: BlobStore, url_ttl_s: int) -
     return view
 
 
+async def event_payload(job: Job, event: Event, payload_id: str, blobs: BlobStore, url_ttl_s: int) -> bytes:
+    """``{type, id, timestamp, data}``: what a webhook and a server-sent event both carry."""
+    data = await event_view(job, event, blobs, url_ttl_s)
+    return orjson.dumps({"type": event.type, "id": payload_id, "timestamp": iso(event.at), "data": data})
+
+
 class Dispatcher:
     """Turns job events into signed deliveries (see the module docstring)."""
 
@@ -136,8 +142,7 @@ class Dispatcher:
             await self.deliveries.record(delivery, attempt, "dead")
             return
         event = Event.of_status(delivery.event_id, delivery.event_type)
-        data = await event_view(job, event, self.blobs, self.url_ttl_s)
-        body = orjson.dumps({"type": event.type, "id": delivery.id, "timestamp": iso(event.at), "data": data})
+        body = await event_payload(job, event, delivery.id, self.blobs, self.url_ttl_s)
         status, retry_after, error, latency_ms = await self._post(delivery, body, ring.active(now))
         attempt = {"at": now, "status_code": status, "latency_ms": latency_ms, "error": error}
         if replay:
