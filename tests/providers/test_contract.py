@@ -19,7 +19,7 @@ from aijobs.errors import ProviderError
 from aijobs.providers.base import Adapter, ProviderContext
 from aijobs.providers.registry import ADAPTERS
 from aijobs.routing.config import ProviderConfig
-from aijobs.types.chat import ChatInput, ChatResult
+from aijobs.types.chat import ChatDelta, ChatInput, ChatResult
 from aijobs.types.embed import EmbedInput, EmbedResult
 from aijobs.types.rerank import RerankInput, RerankResult
 from tests.providers.canned import canned_server
@@ -298,11 +298,14 @@ async def test_a_streamed_answer_meets_the_same_contract(
 ) -> None:
     target = streaming_target
     await scenario(llmock_url)
-    first_tokens: list[int] = []
+    deltas: list[ChatDelta] = []
     chat = adapter(target, llmock_url + target.path, http)
-    result = await chat.run_streaming(target.model, target.request, lambda: first_tokens.append(1))  # type: ignore[attr-defined]
+    result = await chat.run_streaming(target.model, target.request, deltas.append)  # type: ignore[attr-defined]
     target.check(result)
-    assert first_tokens == [1]
+    assert deltas, "no piece of the answer was handed over as it streamed"
+    assert "".join(d.content or "" for d in deltas) == (result.message.content or "")
+    streamed_calls = [c for d in deltas for c in d.tool_calls or [] if "id" in c]
+    assert [c["id"] for c in streamed_calls] == [c.id for c in result.message.tool_calls or []]
 
 
 @pytest.mark.parametrize(("behavior", "code"), [CASES[0], CASES[7], CASES[8]], ids=["400", "429", "500"])
@@ -313,5 +316,5 @@ async def test_a_refused_stream_maps_to_the_same_codes(
     await scenario(llmock_url, behavior)
     chat = adapter(target, llmock_url + target.path, http)
     with pytest.raises(ProviderError) as caught:
-        await chat.run_streaming(target.model, target.request, lambda: None)  # type: ignore[attr-defined]
+        await chat.run_streaming(target.model, target.request, lambda _delta: None)  # type: ignore[attr-defined]
     assert caught.value.code == code and caught.value.status == behavior["status"]

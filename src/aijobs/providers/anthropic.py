@@ -22,10 +22,11 @@ from pydantic import BaseModel
 from aijobs.errors import ProviderBadResponse
 from aijobs.providers import http, sse
 from aijobs.providers.base import NoOptions, ProviderContext
-from aijobs.providers.sse import FirstToken
+from aijobs.providers.sse import OnDelta
 from aijobs.tokens import count_tokens
 from aijobs.types.chat import (
     AssistantMessage,
+    ChatDelta,
     ChatInput,
     ChatResult,
     FinishReason,
@@ -69,7 +70,7 @@ class AnthropicChat:
         )  # fmt: skip
         return self._result(model, data)
 
-    async def run_streaming(self, model: str, request: ChatInput, on_first_token: FirstToken) -> ChatResult:
+    async def run_streaming(self, model: str, request: ChatInput, on_delta: OnDelta) -> ChatResult:
         """The same answer, streamed as Messages API events and assembled into one message."""
         body = {**messages_body(model, request), "stream": True}
         message: dict[str, Any] = {"content": [], "usage": {}}
@@ -78,8 +79,9 @@ class AnthropicChat:
             self.context, self.url, body, model=model, headers=self.headers, timeouts=self.timeouts
         )
         async for event in events:
-            if _merge_event(message, partial_json, http.as_dict(event)):
-                on_first_token()
+            delta = _merge_event(message, partial_json, http.as_dict(event))
+            if delta is not None:
+                on_delta(delta)
         for index, parts in partial_json.items():
             message["content"][index]["input"] = orjson.loads("".join(parts) or "{}")
         return self._result(model, message)
@@ -94,8 +96,10 @@ class AnthropicChat:
             ) from None  # fmt: skip
 
 
-def _merge_event(message: dict[str, Any], partial_json: dict[int, list[str]], event: dict[str, Any]) -> bool:
-    """Fold one stream event into ``message``; ``True`` when it carried the answer's first token."""
+def _merge_event(
+    message: dict[str, Any], partial_json: dict[int, list[str]], event: dict[str, Any]
+) -> ChatDelta | None:
+    """Fold one stream event into ``message``; the piece of the answer it carried, if any."""
     kind = event.get("type")
     if kind == "message_start":
         start = http.as_dict(event.get("message"))
@@ -106,22 +110,25 @@ def _merge_event(message: dict[str, Any], partial_json: dict[int, list[str]], ev
         message["content"].append(block)
         if block.get("type") == "tool_use":
             partial_json[len(message["content"]) - 1] = []
-            return len(message["content"]) == 1
+            call = {"id": block.get("id"), "type": "function", "function": {"name": block.get("name")}}
+            return ChatDelta(tool_calls=[{"index": len(partial_json) - 1, **call}])
     elif kind == "content_block_delta":
         index, delta = int(event.get("index") or 0), http.as_dict(event.get("delta"))
         block = message["content"][index]
         if delta.get("type") == "input_json_delta":
-            partial_json.setdefault(index, []).append(str(delta.get("partial_json") or ""))
-            return False
+            fragment = str(delta.get("partial_json") or "")
+            partial_json.setdefault(index, []).append(fragment)
+            ordinal = sorted(partial_json).index(index)
+            return ChatDelta(tool_calls=[{"index": ordinal, "function": {"arguments": fragment}}])
         for name in ("text", "thinking", "signature"):
             if name in delta:
-                first = not any(b.get("text") or b.get("thinking") for b in message["content"])
                 block[name] = block.get(name, "") + str(delta[name])
-                return first and name != "signature"
+                piece = str(delta[name]) or None
+                return ChatDelta(content=piece) if name == "text" else ChatDelta(reasoning=piece)
     elif kind == "message_delta":
         message.update(http.as_dict(event.get("delta")))
         message["usage"].update(http.as_dict(event.get("usage")))
-    return False
+    return None
 
 
 def messages_body(model: str, request: ChatInput) -> dict[str, Any]:
@@ -148,6 +155,10 @@ def messages_body(model: str, request: ChatInput) -> dict[str, Any]:
         body["system"] = "\n\n".join(system)
     if request.temperature is not None:
         body["temperature"] = min(request.temperature, 1.0)  # Anthropic's range is 0..1
+    if request.top_p is not None:
+        body["top_p"] = request.top_p
+    if request.stop:
+        body["stop_sequences"] = request.stop
     if request.tools:
         body["tools"] = [
             {

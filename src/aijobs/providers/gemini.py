@@ -24,10 +24,11 @@ from pydantic import BaseModel
 from aijobs.errors import ProviderBadResponse, ProviderContentFiltered
 from aijobs.providers import http, sse
 from aijobs.providers.base import NoOptions, ProviderContext, embed_in_batches
-from aijobs.providers.sse import FirstToken
+from aijobs.providers.sse import OnDelta
 from aijobs.tokens import count_tokens
 from aijobs.types.chat import (
     AssistantMessage,
+    ChatDelta,
     ChatInput,
     ChatResult,
     FinishReason,
@@ -82,7 +83,7 @@ class GeminiChat(_GeminiKind):
         data = await self._call(model, "generateContent", content_body(request))
         return self._result(model, request, data)
 
-    async def run_streaming(self, model: str, request: ChatInput, on_first_token: FirstToken) -> ChatResult:
+    async def run_streaming(self, model: str, request: ChatInput, on_delta: OnDelta) -> ChatResult:
         """The same answer, streamed; the chunks' parts are joined into one response."""
         url = f"{self.base_url}{model}:streamGenerateContent?alt=sse"
         merged: dict[str, Any] = {}
@@ -99,10 +100,14 @@ class GeminiChat(_GeminiKind):
             chunk = http.as_dict(chunk)
             candidates = chunk.get("candidates") or [{}]
             candidate = http.as_dict(candidates[0])
-            new_parts = http.as_dict(candidate.get("content")).get("parts") or []
-            if new_parts and not parts:
-                on_first_token()
-            parts.extend(p for p in new_parts if isinstance(p, dict))
+            new_parts = [
+                p for p in http.as_dict(candidate.get("content")).get("parts") or [] if isinstance(p, dict)
+            ]
+            calls_before = sum("functionCall" in p for p in parts)
+            parts.extend(new_parts)
+            delta = _delta(new_parts, calls_before)
+            if delta is not None:
+                on_delta(delta)
             merged.update({k: v for k, v in chunk.items() if k != "candidates"})
             if candidate.get("finishReason"):
                 merged["finishReason"] = candidate["finishReason"]
@@ -133,6 +138,20 @@ class GeminiChat(_GeminiKind):
             message=message, finish_reason=finish, model=data.get("modelVersion") or model,
             usage=_usage(data.get("usageMetadata"), request, message),
         )  # fmt: skip
+
+
+def _delta(parts: list[dict[str, Any]], calls_before: int) -> ChatDelta | None:
+    """What newly streamed ``parts`` add to the answer (a function call arrives whole)."""
+    if not parts:
+        return None
+    message = _message(parts)
+    calls = [
+        {"index": calls_before + i, "id": c.id, "type": "function", "function": c.function.model_dump()}
+        for i, c in enumerate(message.tool_calls or [])
+    ]
+    if not (message.content or message.reasoning or calls):
+        return None
+    return ChatDelta(message.content, message.reasoning, calls or None)
 
 
 def _message(parts: list[dict[str, Any]]) -> AssistantMessage:
@@ -176,6 +195,11 @@ def content_body(request: ChatInput) -> dict[str, Any]:
         config["temperature"] = request.temperature
     if request.max_tokens is not None:
         config["maxOutputTokens"] = request.max_tokens
+    wire_names = {"top_p": "topP", "stop": "stopSequences", "seed": "seed"}
+    wire_names |= {"presence_penalty": "presencePenalty", "frequency_penalty": "frequencyPenalty"}
+    for name, wire in wire_names.items():
+        if getattr(request, name) is not None:
+            config[wire] = getattr(request, name)
     fmt = request.response_format
     if fmt and fmt.type != "text":
         config["responseMimeType"] = "application/json"

@@ -16,9 +16,17 @@ from aijobs.errors import ProviderBadResponse, ProviderUnavailable
 from aijobs.providers import http, sse
 from aijobs.providers.base import NoOptions, ProviderContext, embed_in_batches
 from aijobs.providers.presets import Preset, preset_for
-from aijobs.providers.sse import FirstToken
+from aijobs.providers.sse import OnDelta
 from aijobs.tokens import count_tokens
-from aijobs.types.chat import AssistantMessage, ChatInput, ChatResult, FinishReason, FunctionCall, ToolCall
+from aijobs.types.chat import (
+    AssistantMessage,
+    ChatDelta,
+    ChatInput,
+    ChatResult,
+    FinishReason,
+    FunctionCall,
+    ToolCall,
+)
 from aijobs.types.common import Usage
 from aijobs.types.embed import EmbedInput, EmbedResult
 
@@ -75,7 +83,7 @@ class OpenAIChat(_OpenAIKind):
         data = await self._post("/chat/completions", model, self.body(model, request))
         return self._result(model, request, data)
 
-    async def run_streaming(self, model: str, request: ChatInput, on_first_token: FirstToken) -> ChatResult:
+    async def run_streaming(self, model: str, request: ChatInput, on_delta: OnDelta) -> ChatResult:
         """The same answer, streamed (``stream: true``) and assembled chunk by chunk."""
         body = {**self.body(model, request), "stream": True, "stream_options": {"include_usage": True}}
         assembled = _Assembly()
@@ -84,8 +92,9 @@ class OpenAIChat(_OpenAIKind):
             timeouts=self.timeouts,
         )  # fmt: skip
         async for chunk in events:
-            if assembled.add(chunk):
-                on_first_token()
+            delta = assembled.add(chunk)
+            if delta is not None:
+                on_delta(delta)
         return self._result(model, request, assembled.wire())
 
     def _result(self, model: str, request: ChatInput, data: Any) -> ChatResult:
@@ -137,36 +146,45 @@ class _Assembly:
         self.usage: Any = None
         self.model: str | None = None
 
-    def add(self, chunk: Any) -> bool:
-        """Merge one chunk; ``True`` when it carried the answer's first token."""
-        first = not (self.content or self.reasoning or self.tool_calls)
+    def add(self, chunk: Any) -> ChatDelta | None:
+        """Merge one chunk; the piece of the answer it carried, if any."""
         if not isinstance(chunk, dict):
-            return False
+            return None
         self.model = chunk.get("model") or self.model
         self.usage = chunk.get("usage") or self.usage
+        content = reasoning = None
+        calls: list[dict[str, Any]] = []
         for choice in chunk.get("choices") or []:
             if not isinstance(choice, dict) or choice.get("index", 0) != 0:
                 continue
             self.finish_reason = choice.get("finish_reason") or self.finish_reason
             delta = http.as_dict(choice.get("delta"))
             if delta.get("content"):
-                self.content.append(str(_text(delta["content"]) or ""))
-            reasoning = delta.get("reasoning_content") or delta.get("reasoning")
-            if reasoning:
-                self.reasoning.append(str(_text(reasoning) or ""))
-            for call in delta.get("tool_calls") or []:
-                self._add_call(http.as_dict(call))
-        return first and bool(self.content or self.reasoning or self.tool_calls)
+                content = str(_text(delta["content"]) or "")
+                self.content.append(content)
+            wire_reasoning = delta.get("reasoning_content") or delta.get("reasoning")
+            if wire_reasoning:
+                reasoning = str(_text(wire_reasoning) or "")
+                self.reasoning.append(reasoning)
+            calls += [self._add_call(http.as_dict(call)) for call in delta.get("tool_calls") or []]
+        if not (content or reasoning or calls):
+            return None
+        return ChatDelta(content or None, reasoning or None, calls or None)
 
-    def _add_call(self, call: dict[str, Any]) -> None:
-        slot = self.tool_calls.setdefault(int(call.get("index") or 0), {"function": {"arguments": ""}})
+    def _add_call(self, call: dict[str, Any]) -> dict[str, Any]:
+        index = int(call.get("index") or 0)
+        slot = self.tool_calls.setdefault(index, {"function": {"arguments": ""}})
+        fragment: dict[str, Any] = {"index": index, "function": {}}
         if call.get("id"):
-            slot["id"] = call["id"]
+            slot["id"] = fragment["id"] = call["id"]
+            fragment["type"] = "function"
         function = http.as_dict(call.get("function"))
         if function.get("name"):
-            slot["function"]["name"] = function["name"]
+            slot["function"]["name"] = fragment["function"]["name"] = function["name"]
         if function.get("arguments"):
             slot["function"]["arguments"] += function["arguments"]
+            fragment["function"]["arguments"] = function["arguments"]
+        return fragment
 
     def wire(self) -> dict[str, Any]:
         message: dict[str, Any] = {"content": "".join(self.content) or None}

@@ -29,8 +29,17 @@ from pydantic import BaseModel, ConfigDict, Field
 from aijobs.errors import ProviderRejected, ProviderUnavailable
 from aijobs.providers import sim_media
 from aijobs.providers.base import MediaResult, ProviderContext, options_for
+from aijobs.providers.sse import OnDelta
 from aijobs.tokens import count_tokens, split_tokens
-from aijobs.types.chat import AssistantMessage, ChatInput, ChatResult, FinishReason, FunctionCall, ToolCall
+from aijobs.types.chat import (
+    AssistantMessage,
+    ChatDelta,
+    ChatInput,
+    ChatResult,
+    FinishReason,
+    FunctionCall,
+    ToolCall,
+)
 from aijobs.types.common import Media, Usage
 from aijobs.types.embed import EmbedInput, EmbedResult
 from aijobs.types.image import ImageInput
@@ -86,6 +95,10 @@ class SimChat(_Sim):
             text = orjson.dumps({"reply": text}).decode()
         tokens = split_tokens(text)
         finish: FinishReason = "stop"
+        cut = min((i for i in (text.find(stop) for stop in request.stop or []) if i >= 0), default=-1)
+        if cut >= 0:  # a stop sequence ends the answer, not included
+            text = text[:cut]
+            tokens = split_tokens(text)
         if request.max_tokens is not None and len(tokens) > request.max_tokens:
             tokens, finish = tokens[: request.max_tokens], "length"
             text = " ".join(tokens)
@@ -95,6 +108,23 @@ class SimChat(_Sim):
             model=model,
             usage=Usage(input_tokens=prompt_tokens, output_tokens=len(tokens)),
         )
+
+    async def run_streaming(self, model: str, request: ChatInput, on_delta: OnDelta) -> ChatResult:
+        """The same answer, handed over word by word (each word a turn of the event loop)."""
+        result = await self.run(model, request)
+        message = result.message
+        for word in re.findall(r"\S+\s*", message.content or ""):
+            on_delta(ChatDelta(content=word))
+            await asyncio.sleep(0)
+        for index, call in enumerate(message.tool_calls or []):
+            fragment = {
+                "index": index,
+                "id": call.id,
+                "type": "function",
+                "function": call.function.model_dump(),
+            }
+            on_delta(ChatDelta(tool_calls=[fragment]))
+        return result
 
     def _tool_call(self, model: str, request: ChatInput, last_user: str, prompt_tokens: int) -> ChatResult:
         assert request.tools

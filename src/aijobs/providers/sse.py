@@ -1,9 +1,9 @@
 """Server-sent events from an upstream: ``stream_json`` POSTs a body and yields each event's JSON.
 
-Streaming is how a time-to-first-token timeout can be enforced: the Router learns of the first token
-from the adapter (``on_first_token``) while the rest of the answer is still coming. Adapters
-assemble the events into the same wire shape their non-streamed answer has, so one parser serves
-both.
+Streaming adapters hand each piece of the answer to ``on_delta`` as it arrives: that is how the
+Router enforces a time-to-first-token timeout and how ``/v1/chat/completions`` streams to its
+caller. Adapters also assemble the events into the same wire shape their non-streamed answer has,
+so one parser serves both.
 """
 
 from __future__ import annotations
@@ -17,9 +17,11 @@ import orjson
 from aijobs import errors
 from aijobs.providers import http
 from aijobs.providers.base import ProviderContext
+from aijobs.types.chat import ChatDelta
 
-#: Called by a streaming adapter when the first token (text, reasoning or a tool call) arrives.
-FirstToken = Callable[[], None]
+#: Called by a streaming adapter with each piece of the answer (text, reasoning or a tool call) as
+#: it arrives; the first call is the first token.
+OnDelta = Callable[[ChatDelta], None]
 MAX_ERROR_BODY_BYTES = 64 * 1024
 
 

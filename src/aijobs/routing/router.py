@@ -12,6 +12,10 @@ its two flags alone (never by which error it was):
 An error with neither flag (a rejected input, a content filter) ends the route at once: another
 provider would refuse the same input.
 
+A route run with a :class:`Stream` hands the answer's pieces to its caller as they arrive. Until the
+first piece has been handed over, a failure retries and falls back as usual; after it, the caller
+has part of one target's answer, so the route ends with that failure.
+
 With :class:`~aijobs.routing.breakers.Breakers`, a target whose breaker is open is skipped (and listed
 as such), and every call's outcome is counted towards its breaker.
 """
@@ -37,9 +41,11 @@ from aijobs.errors import (
     SubmitUnknown,
 )
 from aijobs.providers.base import Adapter, Result
+from aijobs.providers.sse import OnDelta
 from aijobs.providers.tasks import TaskAdapter
 from aijobs.routing.breakers import Breakers
 from aijobs.routing.policy import Feature, RetryPolicy, Target
+from aijobs.types.chat import ChatDelta
 
 log = logging.getLogger(__name__)
 
@@ -92,6 +98,18 @@ class Outcome:
         return route
 
 
+@dataclass(slots=True)
+class Stream:
+    """Where a streamed route's pieces go; ``started`` once one has (the route is then committed)."""
+
+    send: OnDelta
+    started: bool = False
+
+    def __call__(self, delta: ChatDelta) -> None:
+        self.started = True
+        self.send(delta)
+
+
 def path(attempts: list[Attempt]) -> list[str]:
     """The targets tried, in order, each once (retries of a target are attempts, not new steps)."""
     return list(dict.fromkeys(f"{a.provider}:{a.model}" for a in attempts))
@@ -120,7 +138,13 @@ class Router:
         self._random = rng or random.Random()
         self.breakers = breakers
 
-    async def run(self, feature: Feature, request: Any, targets: list[Target] | None = None) -> Outcome:
+    async def run(
+        self,
+        feature: Feature,
+        request: Any,
+        targets: list[Target] | None = None,
+        stream: Stream | None = None,
+    ) -> Outcome:
         """Try ``feature``'s targets (or ``targets``) in order; :class:`RouteFailed` if none succeeds.
 
         Targets cooling down after a 429 go to the end of the order and are called once their
@@ -133,10 +157,10 @@ class Router:
         order = targets if targets is not None else self.order(feature)
         async with contextlib.aclosing(self._admitted(feature, order, skipped)) as admitted:
             async for target in admitted:
-                result, error = await self._run_target(target, feature, request, attempts)
+                result, error = await self._run_target(target, feature, request, attempts, stream)
                 if error is None:
                     return Outcome(result, target, attempts, [str(t) for t in skipped])
-                if not falls_back(feature, error):
+                if not falls_back(feature, error) or (stream is not None and stream.started):
                     break
         if error is None:
             first = skipped[0] if skipped else Target("", "")
@@ -167,7 +191,7 @@ class Router:
             yield target
 
     async def _run_target(
-        self, target: Target, feature: Feature, request: Any, attempts: list[Attempt]
+        self, target: Target, feature: Feature, request: Any, attempts: list[Attempt], stream: Stream | None
     ) -> tuple[Any, AijobsError | None]:
         """Call ``target`` up to ``attempts`` times while its errors are retryable."""
         adapter = self._adapters[(target.provider, feature.type)]
@@ -175,10 +199,12 @@ class Router:
         for n in range(feature.retry.attempts):
             if n:
                 await asyncio.sleep(self.wait_s(feature.retry, n, error))
-            result, error = await self._attempt(adapter, target, feature, request, attempts)
+            result, error = await self._attempt(adapter, target, feature, request, attempts, stream)
             if error is None:
                 return result, None
             if not (isinstance(error, ProviderError) and error.retry) or self._opened(target):
+                break
+            if stream is not None and stream.started:
                 break
             if error.outcome_unknown and not feature.resubmit_unknown:
                 break
@@ -213,7 +239,13 @@ class Router:
         return wait
 
     async def _attempt(
-        self, adapter: Adapter, target: Target, feature: Feature, request: Any, attempts: list[Attempt]
+        self,
+        adapter: Adapter,
+        target: Target,
+        feature: Feature,
+        request: Any,
+        attempts: list[Attempt],
+        stream: Stream | None,
     ) -> tuple[Any, AijobsError | None]:
         attempt = Attempt(target.provider, target.model, started_at=time.time())
         attempts.append(attempt)
@@ -221,7 +253,7 @@ class Router:
         try:
             with logs.bind(target=str(target), attempt=len(attempts)):
                 async with asyncio.timeout(feature.timeout_s):
-                    result = await self._call(adapter, target, feature, request, attempt, started)
+                    result = await self._call(adapter, target, feature, request, attempt, started, stream)
         except Exception as exc:  # every failure becomes an attempt record, then a decision
             error = _as_error(exc, target, feature.timeout_s, submit=isinstance(adapter, TaskAdapter))
             attempt.latency_ms = (time.perf_counter() - started) * 1000
@@ -242,19 +274,24 @@ class Router:
         request: Any,
         attempt: Attempt,
         started: float,
+        stream: Stream | None,
     ) -> Any:
-        """``adapter.run``; streamed when the feature bounds the time to the first token and it can."""
+        """``adapter.run``; streamed (when it can) for a :class:`Stream` or a time-to-first-token bound."""
         streaming = getattr(adapter, "run_streaming", None)
-        if feature.ttft_timeout_s is None or streaming is None:
+        if streaming is None or (feature.ttft_timeout_s is None and stream is None):
             return await adapter.run(target.model, request)
         first: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
-        def on_first_token() -> None:
+        def on_delta(delta: ChatDelta) -> None:
             if not first.done():
                 attempt.ttft_ms = (time.perf_counter() - started) * 1000
                 first.set_result(None)
+            if stream is not None:
+                stream(delta)
 
-        call = asyncio.ensure_future(streaming(target.model, request, on_first_token))
+        if feature.ttft_timeout_s is None:
+            return await streaming(target.model, request, on_delta)
+        call = asyncio.ensure_future(streaming(target.model, request, on_delta))
         done, _ = await asyncio.wait(
             {call, first}, timeout=feature.ttft_timeout_s, return_when=asyncio.FIRST_COMPLETED
         )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field, field_validator, model_validator
@@ -128,6 +129,20 @@ class ChatInput(Strict):
     temperature: float | None = Field(default=None, ge=0, le=2)
     max_tokens: int | None = Field(default=None, ge=1, le=1_000_000)
     response_format: ResponseFormat | None = None
+    top_p: float | None = Field(default=None, ge=0, le=1)
+    stop: list[Annotated[str, Field(min_length=1, max_length=256)]] | None = Field(
+        default=None, max_length=4, description="Up to 4 sequences that end the answer (not included)."
+    )
+    seed: int | None = Field(
+        default=None, ge=-(2**63), lt=2**63, description="Best effort: not every provider."
+    )
+    presence_penalty: float | None = Field(default=None, ge=-2, le=2)
+    frequency_penalty: float | None = Field(default=None, ge=-2, le=2)
+
+    @field_validator("stop", mode="before")
+    @classmethod
+    def _one_stop(cls, v: Any) -> Any:
+        return [v] if isinstance(v, str) else v
 
     @model_validator(mode="after")
     def _tool_choice_needs_tools(self) -> ChatInput:
@@ -141,6 +156,19 @@ class AssistantMessage(BaseModel):
     content: str | None = None
     tool_calls: list[ToolCall] | None = None
     reasoning: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ChatDelta:
+    """A piece of an answer as it streams: text, reasoning, or fragments of tool calls.
+
+    ``tool_calls`` are OpenAI stream fragments: ``{"index", "id"?, "type"?, "function": {"name"?,
+    "arguments"?}}``; a call's ``arguments`` arrive in pieces to be concatenated.
+    """
+
+    content: str | None = None
+    reasoning: str | None = None
+    tool_calls: list[dict[str, Any]] | None = None
 
 
 class ChatResult(BaseModel):
