@@ -49,10 +49,11 @@ def cmd_api(args: argparse.Namespace, settings: Settings) -> int:
     from aijobs.api.app import create_app
     from aijobs.routing import load_policy
 
-    routing = load_policy(settings.routing_file, dict(os.environ))
+    env = dict(os.environ)
+    routing = load_policy(settings.routing_file, env)
     for warning in routing.warnings:
         log.warning("%s", warning)
-    app = create_app(settings, routing)
+    app = create_app(settings, routing, env)
     uvicorn.run(
         app, host=args.host or settings.host, port=args.port or settings.port,
         loop="uvloop", http="httptools",

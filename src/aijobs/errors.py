@@ -225,3 +225,13 @@ class InternalError(GatewayError):
 
 class ConfigError(Exception):
     """The configuration is invalid; raised at startup with the offending key in the message."""
+
+
+def error_class(code: str) -> type[AijobsError]:
+    """The class behind a public ``code`` (the most general one, where a subclass shares it)."""
+    classes: list[type[AijobsError]] = [AijobsError]
+    for cls in classes:  # breadth first: parents before the subclasses that reuse their code
+        if cls.__dict__.get("code") == code and cls is not AijobsError:  # its own code, not inherited
+            return cls
+        classes.extend(cls.__subclasses__())
+    return InternalError

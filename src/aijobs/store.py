@@ -59,6 +59,28 @@ return false
 """
 )
 
+# The ledger entry (aijobs.ledger.Entry): KEYS[k..k+3] are its keys, ARGV[b..] its args.
+_LEDGER_LUA = """
+local function ledger(k, b)
+  redis.call('XADD', KEYS[k], '*', 'r', ARGV[b])
+  redis.call('EXPIRE', KEYS[k], ARGV[b + 1])
+  local whole_end = b + 6 + 2 * tonumber(ARGV[b + 6])
+  for i = b + 7, whole_end, 2 do
+    redis.call('HINCRBY', KEYS[k + 1], ARGV[i], ARGV[i + 1])
+    redis.call('HINCRBY', KEYS[k + 2], ARGV[i], ARGV[i + 1])
+  end
+  for i = whole_end + 1, #ARGV, 2 do
+    redis.call('HINCRBYFLOAT', KEYS[k + 1], ARGV[i], ARGV[i + 1])
+    redis.call('HINCRBYFLOAT', KEYS[k + 2], ARGV[i], ARGV[i + 1])
+  end
+  redis.call('EXPIRE', KEYS[k + 1], ARGV[b + 2])
+  if ARGV[b + 4] ~= '0.0' then
+    redis.call('HINCRBYFLOAT', KEYS[k + 3], ARGV[b + 3], ARGV[b + 4])
+    redis.call('EXPIRE', KEYS[k + 3], ARGV[b + 5])
+  end
+end
+"""
+
 # KEYS: job [, ledger records, day usage, total usage, spend]
 # ARGV: to, allowed-from (",a,b,"), ttl_s (0 = keep), return record (0/1), events ttl, n, n pair items…,
 #       [record, records ttl, usage ttl, feature, cost, spend ttl, m, m whole field/increment pairs,
@@ -66,6 +88,7 @@ return false
 # The lane's pending set is named from the record (non-cluster Redis, as arq itself requires).
 _TRANSITION = (
     EMIT_LUA
+    + _LEDGER_LUA
     + """
 local current = redis.call('HGET', KEYS[1], 'status')
 if not current then return {0, false} end
@@ -75,25 +98,7 @@ redis.call('HSET', KEYS[1], 'status', ARGV[1], unpack(ARGV, 7, 6 + n))
 -- A canceled job re-recorded (with what its run spent) is not a second event.
 if current ~= ARGV[1] then emit(KEYS[1], 'job.' .. ARGV[1], ARGV[1], false, ARGV[5]) end
 -- 'ledgered' makes the entry exactly-once, however many times a terminal write is attempted.
-if KEYS[2] and redis.call('HSETNX', KEYS[1], 'ledgered', '1') == 1 then
-  local b = 7 + n
-  redis.call('XADD', KEYS[2], '*', 'r', ARGV[b])
-  redis.call('EXPIRE', KEYS[2], ARGV[b + 1])
-  local whole_end = b + 6 + 2 * tonumber(ARGV[b + 6])
-  for i = b + 7, whole_end, 2 do
-    redis.call('HINCRBY', KEYS[3], ARGV[i], ARGV[i + 1])
-    redis.call('HINCRBY', KEYS[4], ARGV[i], ARGV[i + 1])
-  end
-  for i = whole_end + 1, #ARGV, 2 do
-    redis.call('HINCRBYFLOAT', KEYS[3], ARGV[i], ARGV[i + 1])
-    redis.call('HINCRBYFLOAT', KEYS[4], ARGV[i], ARGV[i + 1])
-  end
-  redis.call('EXPIRE', KEYS[3], ARGV[b + 2])
-  if ARGV[b + 4] ~= '0.0' then
-    redis.call('HINCRBYFLOAT', KEYS[5], ARGV[b + 3], ARGV[b + 4])
-    redis.call('EXPIRE', KEYS[5], ARGV[b + 5])
-  end
-end
+if KEYS[2] and redis.call('HSETNX', KEYS[1], 'ledgered', '1') == 1 then ledger(2, 7 + n) end
 if ARGV[1] == 'running' then redis.call('HINCRBY', KEYS[1], 'runs', 1) end
 if current == 'queued' then
   local lane, id = unpack(redis.call('HMGET', KEYS[1], 'lane', 'id'))
@@ -123,6 +128,25 @@ if KEYS[2] then
   redis.call('ZADD', KEYS[3], ARGV[a + 2], ARGV[a])
 end
 return {1, current}
+"""
+)
+
+
+# A job that ran in its caller's request (aijobs.calls), written once it has finished.
+# KEYS: job, tenant index, ledger records, day usage, total usage, spend
+# ARGV: id, index cutoff id, ttl_s, status, n, n pair items…, ledger args…
+_RECORD = (
+    EMIT_LUA
+    + _LEDGER_LUA
+    + """
+local n = tonumber(ARGV[5])
+redis.call('HSET', KEYS[1], 'ledgered', '1', unpack(ARGV, 6, 5 + n))
+redis.call('EXPIRE', KEYS[1], ARGV[3])
+redis.call('ZREMRANGEBYLEX', KEYS[2], '-', '(' .. ARGV[2])
+redis.call('ZADD', KEYS[2], 0, ARGV[1])
+emit(KEYS[1], 'job.' .. ARGV[4], ARGV[4], false, ARGV[3])
+ledger(3, 6 + n)
+return 1
 """
 )
 
@@ -205,6 +229,7 @@ class JobStore:
         self._create = ScriptBatcher(redis, redis.register_script(_CREATE))
         self._transition = ScriptBatcher(redis, redis.register_script(_TRANSITION))
         self._update = ScriptBatcher(redis, redis.register_script(_UPDATE))
+        self._record = ScriptBatcher(redis, redis.register_script(_RECORD))
         self._ids = JobIds()
 
     async def create(
@@ -256,6 +281,27 @@ class JobStore:
                 idempotency=idempotency, deliver=deliver, webhook=webhook,
             )  # fmt: skip
         return Created(found, created=False)
+
+    def new_id(self, now_s: float) -> str:
+        """A fresh job id for a job created at ``now_s``."""
+        return self._ids.new(int(now_s * 1000))
+
+    async def record(self, job: Job, ledger: Entry) -> None:
+        """Write ``job``, finished in its caller's request, with its terminal event and ledger entry.
+
+        One script: the record never exists without its ledger entry, and it is listed, followed
+        and delivered to webhooks like any job.
+        """
+        assert job.status in TERMINAL
+        assert job.finished_at is not None
+        pairs = _encode(job)
+        for name in _FLOAT_FIELDS[1:3]:
+            pairs += [name, repr(getattr(job, name))]
+        cutoff = new_job_id(int((job.created_at - self.job_ttl_s - INDEX_MARGIN_S) * 1000))[:-16]
+        keys = [Keys.job(job.id), Keys.tenant_jobs(job.tenant), *ledger.keys()]
+        args: list[Any] = [job.id, cutoff, self.job_ttl_s, job.status.value, len(pairs), *pairs]
+        args += ledger.args(self.records_ttl_s, self.usage_ttl_s)
+        await self._record(keys, args)
 
     async def get(self, job_id: str, tenant: str | None = None) -> Job | None:
         """The record, or ``None`` when missing or (with ``tenant``) owned by someone else."""

@@ -28,6 +28,7 @@ from arq.worker import Retry
 from redis.asyncio import Redis
 
 from aijobs import ledger, logs, usage
+from aijobs.calls import priced_fields
 from aijobs.errors import (
     AijobsError,
     Canceled,
@@ -232,10 +233,7 @@ class Runtime:
         route: dict[str, Any],
         target: Target,
     ) -> dict[str, Any]:
-        usage = usage.model_copy()
-        usage.cost_usd = self.routing.prices.cost_usd(target.provider, target.model, job.type, usage)
-        attempts[-1]["cost_usd"] = usage.cost_usd
-        return {"output": output, "usage": usage.model_dump(), "attempts": attempts, "route": route}
+        return priced_fields(self.routing.prices, job.type, output, usage, attempts, route, target)
 
     async def finish_media(self, job: Job, poll: Poll, task: dict[str, Any]) -> None:
         """A media task succeeded: copy its outputs into the store and finish the job (the Poller calls)."""

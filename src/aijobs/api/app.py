@@ -1,20 +1,15 @@
-"""The FastAPI application: ``create_app``, its lifespan, and the one error shape.
-
-Every error a client sees is ``{"error": {"code", "message", "param"}}`` with a code from the closed
-list in :mod:`aijobs.errors`, whatever raised it: our own errors, FastAPI's parameter validation,
-unknown routes, or a bug (500, logged, with no details leaked).
-"""
+"""The FastAPI application: ``create_app`` and its lifespan (error handlers: :mod:`aijobs.api.errors`)."""
 
 from __future__ import annotations
 
 import logging
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
 
-import orjson
-from fastapi import FastAPI, Request, Response
+import httpx2
+from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
 from redis.asyncio import Redis
@@ -22,18 +17,23 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from starlette.exceptions import HTTPException
 
-from aijobs.api import events, files, health, jobs, operations, webhooks
+from aijobs.api import errors, events, files, health, jobs, openai, operations, webhooks
 from aijobs.api.deps import Services
 from aijobs.api.limits import BodyLimit
 from aijobs.apikeys import ApiKeys
-from aijobs.errors import AijobsError, CallerError, InternalError, InvalidRequest, StorageError
+from aijobs.calls import Calls
+from aijobs.catalog import Catalog
+from aijobs.errors import AijobsError
 from aijobs.events import JobEvents
 from aijobs.files import Files
 from aijobs.live import Hub
 from aijobs.outbound import Guard
+from aijobs.providers.registry import build_adapters
 from aijobs.queue import JobQueue
 from aijobs.routing import Routing, load_policy
 from aijobs.routing.breakers import Breakers
+from aijobs.routing.budgets import Budgets
+from aijobs.routing.router import Router
 from aijobs.settings import Settings
 from aijobs.storage import open_blob_store
 from aijobs.store import JobStore
@@ -42,61 +42,10 @@ from aijobs.webhooks.endpoints import Endpoints
 
 log = logging.getLogger(__name__)
 
-_HTTP_CODES = {
-    401: "caller_unauthorized",
-    404: "caller_not_found",
-    405: "caller_invalid_request",
-    409: "caller_conflict",
-    413: "caller_payload_too_large",
-    429: "caller_rate_limited",
-}
 
-
-def error_response(status: int, code: str, message: str, param: str | None = None) -> Response:
-    body = orjson.dumps({"error": {"code": code, "message": message, "param": param}})
-    return Response(body, status, media_type="application/json")
-
-
-async def _aijobs_error(_: Request, exc: Exception) -> Response:
-    assert isinstance(exc, AijobsError)
-    if not isinstance(exc, CallerError):
-        log.error("request failed: %s: %s", exc.code, exc.message)
-    return error_response(exc.http_status, exc.code, exc.message, exc.param)
-
-
-async def _validation_error(_: Request, exc: Exception) -> Response:
-    assert isinstance(exc, RequestValidationError)
-    err = exc.errors()[0]
-    param = ".".join(str(p) for p in err["loc"][1:]) or None
-    message = str(err["msg"]).removeprefix("Value error, ")
-    error = InvalidRequest(f"{param}: {message}" if param else message, param=param)
-    return error_response(error.http_status, error.code, error.message, error.param)
-
-
-async def _http_error(_: Request, exc: Exception) -> Response:
-    assert isinstance(exc, HTTPException)
-    code = _HTTP_CODES.get(
-        exc.status_code, "caller_invalid_request" if exc.status_code < 500 else "gateway_internal"
-    )
-    return error_response(exc.status_code, code, str(exc.detail))
-
-
-async def _redis_unavailable(_: Request, exc: Exception) -> Response:
-    log.error("Redis is unavailable: %s", exc)
-    error = StorageError("the job store is unavailable; retry shortly")
-    response = error_response(error.http_status, error.code, error.message)
-    response.headers["Retry-After"] = "1"
-    return response
-
-
-async def _unexpected(_: Request, exc: Exception) -> Response:
-    log.exception("unhandled error", exc_info=exc)
-    error = InternalError("an internal error occurred; it has been logged")
-    return error_response(500, error.code, error.message)
-
-
-def create_app(settings: Settings, routing: Routing) -> FastAPI:
-    """The API app. ``routing`` is resolved before the app exists, so a bad policy never serves."""
+def create_app(settings: Settings, routing: Routing, env: Mapping[str, str]) -> FastAPI:
+    """The API app. ``routing`` is resolved before the app exists, so a bad policy never serves;
+    ``env`` holds the provider keys its calls use."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -107,6 +56,15 @@ def create_app(settings: Settings, routing: Routing) -> FastAPI:
         hub = Hub(redis)
         await hub.start()
         hooks = routing.config.webhooks
+        # Calls (the OpenAI-compatible surface) run in this process: its own client and Router.
+        http = httpx2.AsyncClient(
+            timeout=httpx2.Timeout(60.0, connect=5.0),
+            limits=httpx2.Limits(max_connections=1000, max_keepalive_connections=64),
+        )
+        breakers = Breakers(redis, routing.config.breakers, routing.reachable())
+        adapters = build_adapters(routing, http, env)
+        router = Router(adapters, breakers=breakers)
+        budgets = Budgets(redis, routing.config.breakers.refresh_s)
         app.state.services = Services(
             settings=settings,
             routing=routing,
@@ -115,17 +73,21 @@ def create_app(settings: Settings, routing: Routing) -> FastAPI:
             queue=queue,
             keys=ApiKeys(redis, settings.key_cache_ttl_s),
             blobs=blobs,
-            breakers=Breakers(redis, routing.config.breakers, routing.reachable()),
+            breakers=breakers,
             files=Files(redis, blobs, settings.file_ttl_s),
             guard=Guard.from_setting(settings.outbound_allow),
             events=JobEvents(redis),
             hub=hub,
             endpoints=Endpoints(redis, hooks.max_endpoints, hooks.rotation_overlap_s),
             deliveries=Deliveries(redis, delivery_ttl_s(hooks.schedule_s, settings.job_ttl_s)),
+            calls=Calls(routing, store, router, budgets),
+            catalog=Catalog(routing, adapters.keys()),
         )
         try:
             yield
         finally:
+            await breakers.flush()
+            await http.aclose()
             await hub.close()
             await blobs.close()
             await queue.close()
@@ -140,18 +102,19 @@ def create_app(settings: Settings, routing: Routing) -> FastAPI:
     # An upload's multipart envelope adds a little to the file's own limit.
     uploads = {"/v1/files": settings.max_upload_bytes + 64 * 1024}
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes, overrides=uploads)
-    app.add_exception_handler(AijobsError, _aijobs_error)
-    app.add_exception_handler(RequestValidationError, _validation_error)
-    app.add_exception_handler(HTTPException, _http_error)
-    app.add_exception_handler(RedisConnectionError, _redis_unavailable)
-    app.add_exception_handler(RedisTimeoutError, _redis_unavailable)
-    app.add_exception_handler(Exception, _unexpected)
+    app.add_exception_handler(AijobsError, errors.aijobs_error)
+    app.add_exception_handler(RequestValidationError, errors.validation_error)
+    app.add_exception_handler(HTTPException, errors.http_error)
+    app.add_exception_handler(RedisConnectionError, errors.redis_unavailable)
+    app.add_exception_handler(RedisTimeoutError, errors.redis_unavailable)
+    app.add_exception_handler(Exception, errors.unexpected)
     app.include_router(jobs.router)
     app.include_router(events.router)
     app.include_router(webhooks.router)
     app.include_router(files.router)
     app.include_router(health.router)
     app.include_router(operations.router)
+    app.include_router(openai.router)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app
 
@@ -171,7 +134,8 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
 def app_from_env() -> FastAPI:
     """The factory uvicorn calls (``aijobs.api.app:app_from_env``): settings and routing from the env."""
     settings = Settings()
-    routing = load_policy(settings.routing_file, dict(os.environ))
+    env = dict(os.environ)
+    routing = load_policy(settings.routing_file, env)
     for warning in routing.warnings:
         log.warning("%s", warning)
-    return create_app(settings, routing)
+    return create_app(settings, routing, env)

@@ -8,6 +8,8 @@ from fastapi import Request
 from redis.asyncio import Redis
 
 from aijobs.apikeys import ApiKeys
+from aijobs.calls import Calls
+from aijobs.catalog import Catalog
 from aijobs.errors import Unauthorized
 from aijobs.events import JobEvents
 from aijobs.files import Files
@@ -41,6 +43,8 @@ class Services:
     hub: Hub
     endpoints: Endpoints
     deliveries: Deliveries
+    calls: Calls
+    catalog: Catalog
 
 
 def services(request: Request) -> Services:

@@ -130,7 +130,7 @@ async def submit(
         ) from None
     job = created.job
     if wait_s and not job.terminal:
-        job = await _wait_for_end(svc, job, wait_s)
+        job = await wait_for_end(svc, job, wait_s)
     view = await job_view(job, svc.blobs, svc.settings.blob_url_ttl_s)
     response = _json(view, 202 if created.created and not job.terminal else 200)
     if wait_s:
@@ -154,7 +154,7 @@ def parse_wait(prefer: str | None) -> float:
     return wait_s
 
 
-async def _wait_for_end(svc: Services, job: Job, wait_s: float) -> Job:
+async def wait_for_end(svc: Services, job: Job, wait_s: float) -> Job:
     """``job`` once it is terminal, or as it is after ``wait_s`` seconds."""
     deadline = time.monotonic() + wait_s
     try:

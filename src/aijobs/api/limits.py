@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from aijobs.api.errors import error_body
 from aijobs.errors import PayloadTooLarge
 
 
@@ -41,8 +41,8 @@ class BodyLimit:
 
 
 async def _send_413(send: Send, max_bytes: int) -> None:
-    body = PayloadTooLarge(f"the request body exceeds {max_bytes} bytes").to_dict()
-    payload = orjson.dumps({"error": body})
+    error = PayloadTooLarge(f"the request body exceeds {max_bytes} bytes")
+    payload = error_body(error.http_status, error.code, error.message)
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())]
     await send({"type": "http.response.start", "status": 413, "headers": headers})
     await send({"type": "http.response.body", "body": payload})

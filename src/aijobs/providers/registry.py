@@ -70,16 +70,13 @@ ADAPTERS: Mapping[tuple[str, str], type[Adapter]] = MappingProxyType(
 def build_adapters(
     routing: Routing, http: httpx2.AsyncClient, env: Mapping[str, str]
 ) -> dict[tuple[str, str], Adapter]:
-    """One adapter per (enabled provider, job type its features use)."""
+    """One adapter per (enabled provider, job type its kind serves): routes use some, direct calls
+    (``provider:model`` on the OpenAI-compatible surface) any."""
     adapters: dict[tuple[str, str], Adapter] = {}
-    for feature in routing.features.values():
-        for target in feature.reachable():
-            key = (target.provider, feature.type)
-            if key in adapters:
-                continue
-            provider = routing.providers[target.provider]
-            cls = ADAPTERS[(provider.config.kind, feature.type)]
-            api_key = env.get(provider.config.api_key_env) if provider.config.api_key_env else None
-            context = ProviderContext(target.provider, provider.config, api_key, http, provider.model_options)
-            adapters[key] = cls(context)
+    for name, provider in routing.providers.items():
+        api_key = env.get(provider.config.api_key_env) if provider.config.api_key_env else None
+        context = ProviderContext(name, provider.config, api_key, http, provider.model_options)
+        for (kind, job_type), cls in ADAPTERS.items():
+            if kind == provider.config.kind:
+                adapters[(name, job_type)] = cls(context)
     return adapters

@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 import tomllib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -38,6 +38,8 @@ LANES: tuple[LaneName, ...] = ("interactive", "media", "batch")
 #: A lane a worker can serve: the job lanes, and ``webhooks`` (deliveries, never a feature's lane).
 WorkerLane = Literal["interactive", "media", "batch", "webhooks"]
 WORKER_LANES: tuple[WorkerLane, ...] = (*LANES, "webhooks")
+#: A model alias: what OpenAI SDK users put in ``model`` (``gpt-4o-mini``, ``fast``, ``org/model``).
+ALIAS_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,127}$"
 
 
 class _Config(BaseModel):
@@ -246,6 +248,11 @@ class RoutingConfig(_Config):
     providers: dict[str, ProviderConfig] = Field(min_length=1)
     features: dict[str, FeatureConfig] = Field(min_length=1)
     defaults: dict[JobType, str] = Field(default_factory=dict)
+    aliases: dict[Annotated[str, Field(pattern=ALIAS_PATTERN)], str] = Field(
+        default_factory=dict,
+        description="Model names for the OpenAI-compatible surface: alias → feature, "
+        "'feature/NAME' or 'provider:model'.",
+    )
 
     @model_validator(mode="after")
     def _references(self) -> RoutingConfig:
@@ -259,6 +266,8 @@ class RoutingConfig(_Config):
                     f"features.{name}.deadline_s: {feature.deadline_s:g} s exceeds the "
                     f"{feature.lane_name()} lane's job_timeout_s ({lane_timeout_s:g} s)"
                 )
+        for alias, meaning in self.aliases.items():
+            _check_alias(alias, meaning, self)
         for job_type in JOB_TYPES:
             feature_name = self.defaults.get(job_type)
             if feature_name is None:
@@ -272,6 +281,20 @@ class RoutingConfig(_Config):
 
     def lane(self, name: WorkerLane) -> LaneConfig:
         return self.lanes.get(name) or _DEFAULT_LANES[name]
+
+
+def _check_alias(alias: str, meaning: str, config: RoutingConfig) -> None:
+    """An alias names a feature (``NAME`` or ``feature/NAME``) or a target of a configured provider."""
+    if alias in config.features:
+        raise ValueError(f"aliases.{alias}: a feature has this name; an alias cannot hide it")
+    name = meaning.removeprefix("feature/")
+    if name in config.features:
+        return
+    provider, sep, model = meaning.partition(":")
+    if not sep or not model:
+        raise ValueError(f"aliases.{alias}: {meaning!r} is neither a feature nor a 'provider:model' target")
+    if provider not in config.providers:
+        raise ValueError(f"aliases.{alias}: unknown provider {provider!r}")
 
 
 def _check_feature(name: str, feature: FeatureConfig, providers: dict[str, ProviderConfig]) -> None:

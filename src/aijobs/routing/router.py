@@ -104,6 +104,8 @@ class Stream:
 
     send: OnDelta
     started: bool = False
+    #: The target whose answer is streaming (set with the first piece).
+    target: Target | None = None
 
     def __call__(self, delta: ChatDelta) -> None:
         self.started = True
@@ -287,6 +289,7 @@ class Router:
                 attempt.ttft_ms = (time.perf_counter() - started) * 1000
                 first.set_result(None)
             if stream is not None:
+                stream.target = target
                 stream(delta)
 
         if feature.ttft_timeout_s is None:

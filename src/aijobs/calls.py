@@ -1,0 +1,184 @@
+"""Calls: jobs run inside the request that asked for them, recorded like any other job.
+
+The OpenAI-compatible surface answers in the same HTTP exchange, so a queue hop would only add
+latency. A call is routed by the API process's own Router, then written once it has finished: the
+record, its terminal event and its ledger entry in one script (:meth:`JobStore.record`). It is
+then visible at ``GET /v1/jobs/{id}``, counted in usage and budgets, and delivered to the tenant's
+webhooks, like a job a worker ran.
+
+A call that asks for ``choices > 1`` runs its route that many times at once, on any provider
+(one job; attempts and usage are summed). A call that is cancelled (its caller went away) is
+recorded as ``canceled`` with what it spent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import BaseModel
+
+from aijobs import ledger
+from aijobs.errors import AijobsError, Canceled, DeadlineExceeded
+from aijobs.jobs import Job, JobStatus
+from aijobs.prices import PriceBook
+from aijobs.routing import Routing
+from aijobs.routing.budgets import Budgets
+from aijobs.routing.policy import Feature, Target
+from aijobs.routing.router import Attempt, Outcome, RouteFailed, Router, Stream
+from aijobs.store import JobStore
+from aijobs.types.common import Usage
+
+
+def priced_fields(
+    prices: PriceBook,
+    job_type: str,
+    output: dict[str, Any],
+    usage: Usage,
+    attempts: list[dict[str, Any]],
+    route: dict[str, Any],
+    target: Target,
+) -> dict[str, Any]:
+    """A succeeded job's record fields, its usage priced for ``target`` (the last attempt's cost too)."""
+    usage = usage.model_copy()
+    usage.cost_usd = prices.cost_usd(target.provider, target.model, job_type, usage)
+    attempts[-1]["cost_usd"] = usage.cost_usd
+    return {"output": output, "usage": usage.model_dump(), "attempts": attempts, "route": route}
+
+
+@dataclass(slots=True)
+class Call:
+    """A finished call: the record as written, and the outcome of each choice (none when it failed)."""
+
+    job: Job
+    outcomes: list[Outcome] = field(default_factory=list)
+    error: AijobsError | None = None
+    #: The longest ``Retry-After`` an upstream asked for, when the call failed on rate limits.
+    retry_after_s: float | None = None
+
+
+class Calls:
+    """Runs calls on this process's Router and records them (see the module docstring)."""
+
+    def __init__(self, routing: Routing, store: JobStore, router: Router, budgets: Budgets) -> None:
+        self.routing = routing
+        self.store = store
+        self.router = router
+        self.budgets = budgets
+
+    def new_job(
+        self, tenant: str, feature: Feature, request: BaseModel, metadata: dict[str, str] | None = None
+    ) -> Job:
+        """The record of a call about to run (nothing is written until it has finished)."""
+        now = time.time()
+        job_input = request.model_dump(mode="json", by_alias=True, exclude_none=True)
+        return Job(self.store.new_id(now), tenant, feature.type, feature.name, feature.lane,
+                   JobStatus.RUNNING, now, job_input, metadata or {}, started_at=now, runs=1)  # fmt: skip
+
+    async def run(
+        self,
+        job: Job,
+        feature: Feature,
+        request: BaseModel,
+        *,
+        choices: int = 1,
+        streams: list[Stream] | None = None,
+    ) -> Call:
+        """Route ``request`` under ``feature`` within its deadline; record and return the finished call.
+
+        With ``streams`` (one per choice), chat answers are handed over as they arrive.
+        """
+        attempts: list[Attempt] = []
+        try:
+            outcomes = await self._route(feature, request, choices, streams, attempts)
+        except AijobsError as error:
+            retry_after = [a.retry_after_s for a in attempts if a.retry_after_s]
+            call = Call(job, error=error, retry_after_s=max(retry_after) if retry_after else None)
+            await self._finish(call, attempts, JobStatus.FAILED)
+            return call
+        except asyncio.CancelledError:
+            gone = Call(job, error=Canceled("the caller went away before the answer was complete"))
+            await asyncio.shield(self._finish(gone, attempts, JobStatus.CANCELED))
+            raise
+        call = Call(job, outcomes)
+        await self._finish(call, attempts, JobStatus.SUCCEEDED)
+        return call
+
+    async def _route(
+        self,
+        feature: Feature,
+        request: BaseModel,
+        choices: int,
+        streams: list[Stream] | None,
+        attempts: list[Attempt],
+    ) -> list[Outcome]:
+        targets = await self.budgets.targets(feature)
+        deadline_s = feature.deadline_s or self.routing.config.lane(feature.lane).job_timeout_s
+        runs = [
+            asyncio.ensure_future(self.router.run(feature, request, targets, streams[i] if streams else None))
+            for i in range(choices)
+        ]
+        try:
+            async with asyncio.timeout(deadline_s):
+                done = await asyncio.gather(*runs, return_exceptions=True)
+        except TimeoutError:
+            raise DeadlineExceeded(f"the call did not finish within its {deadline_s:g} s deadline") from None
+        finally:
+            for run in runs:
+                run.cancel()
+        outcomes: list[Outcome] = []
+        failure: RouteFailed | None = None
+        for result in done:
+            if isinstance(result, Outcome):
+                attempts += result.attempts
+                outcomes.append(result)
+            elif isinstance(result, RouteFailed):
+                attempts += result.attempts
+                failure = failure or result
+            elif isinstance(result, BaseException):
+                raise result
+        if failure is not None:
+            raise failure.error
+        return outcomes
+
+    async def _finish(self, call: Call, attempts: list[Attempt], status: JobStatus) -> None:
+        job = call.job
+        job.status, job.finished_at = status, time.time()
+        job.attempts = [a.to_dict() for a in attempts]
+        target = None
+        if call.outcomes:
+            first = call.outcomes[0]
+            target = first.target
+            fields = priced_fields(self.routing.prices, job.type, _output(call.outcomes),
+                                   _usage(call.outcomes), job.attempts, first.route(), target)  # fmt: skip
+            fields["route"]["model"] = getattr(first.result, "model", "") or target.model
+            job.output, job.usage, job.route = fields["output"], fields["usage"], fields["route"]
+        elif call.error is not None:
+            job.error = {"code": call.error.code, "message": call.error.message}
+        entry = ledger.entry(
+            job, status, attempts=job.attempts, usage=job.usage,
+            target=(target.provider, target.model) if target else None,
+            error_code=call.error.code if call.error else None, finished_at=job.finished_at,
+        )  # fmt: skip
+        await self.store.record(job, entry)
+
+
+def _output(outcomes: list[Outcome]) -> dict[str, Any]:
+    """The job's output: the first choice's, plus every choice's when there are several."""
+    results: list[Any] = [o.result for o in outcomes]  # chat, embed or rerank results
+    output: dict[str, Any] = results[0].output()
+    if len(results) > 1:
+        output["choices"] = [result.output() for result in results]
+    return output
+
+
+def _usage(outcomes: list[Outcome]) -> Usage:
+    usages: list[Usage] = [o.result.usage for o in outcomes]  # type: ignore[union-attr]
+    total = usages[0].model_copy()
+    for usage in usages[1:]:
+        for name in ("input_tokens", "output_tokens", "cached_tokens", "reasoning_tokens", "units"):
+            setattr(total, name, getattr(total, name) + getattr(usage, name))
+        total.estimated = total.estimated or usage.estimated
+    return total
