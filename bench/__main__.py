@@ -8,6 +8,8 @@
 (e) 1,000 video tasks of 20 s each at a fake provider, polled by one worker: wall time and peak RSS.
 (f) interactive jobs/s on one worker (interactive + webhooks lanes) without webhooks, then with each
     job's ``job.succeeded`` sent to a receiver answering in 200 ms; delivery throughput and latency.
+(g) ``/v1/chat/completions`` against a zero-latency OpenAI-wire fake: added latency one request at a
+    time, completions/s at concurrency 32, and streaming time to first byte (see bench/openai.py).
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from redis.asyncio import Redis
 
 from aijobs.apikeys import ApiKeys
 from aijobs.embedded_redis import free_port
-from bench import arq_noop, harness, pipeline, submit, webhooks
+from bench import arq_noop, harness, openai, pipeline, submit, webhooks
 
 RESULTS = Path(__file__).with_name("results")
 
@@ -137,6 +139,40 @@ def measure_webhooks(redis_url: str, data_dir: Path, jobs: int, delay_s: float =
     }
 
 
+OPENAI_ROUTING = """
+[providers.fake]
+kind = "openai"
+base_url = "{upstream}/v1"
+api_key_env = "FAKE_UPSTREAM_KEY"
+
+[providers.fake.prices.gpt-4o-mini]
+input_per_mtok = 0.15
+output_per_mtok = 0.6
+
+[features.bench-chat]
+type = "chat"
+route = ["fake:gpt-4o-mini"]
+"""
+
+
+def measure_openai(redis_url: str, data_dir: Path, requests: int) -> dict[str, Any]:
+    """(g): the API process routing OpenAI calls to the fake upstream (in its own process)."""
+    key = asyncio.run(dev_key(redis_url))
+    upstream = f"http://127.0.0.1:{free_port()}"
+    routing = data_dir / "routing.openai.toml"
+    text = harness.ROOT.joinpath("bench/routing.bench.toml").read_text()
+    routing.write_text(text + OPENAI_ROUTING.replace("{upstream}", upstream))
+    env = {"AIJOBS_ROUTING_FILE": str(routing), "FAKE_UPSTREAM_KEY": "sk-bench-000000000000"}
+    with (
+        harness.processes((["bench.openai_fake", upstream.rsplit(":", 1)[1]], {})),
+        harness.api(redis_url, data_dir, env) as (url, _, process),
+    ):
+        harness.wait_http(upstream)
+        result = openai.run(url, upstream, key, requests)
+        result["api_peak_rss_mb"] = round(harness.peak_rss_mb(process.pid), 1)
+    return result
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m bench")
     parser.add_argument("--quick", action="store_true", help="smaller runs, for a smoke test")
@@ -152,6 +188,7 @@ def main() -> int:
         "in_flight": lambda url, d: measure_in_flight(url, d, int(5000 * scale)),
         "media": lambda url, d: measure_media(url, d, int(1000 * scale), 20.0 * scale),
         "webhooks": lambda url, d: measure_webhooks(url, d, int(2000 * scale)),
+        "openai": lambda url, d: measure_openai(url, d, int(5000 * scale)),
     }
     if args.only:
         phases = {name: phases[name] for name in args.only.split(",")}
@@ -241,6 +278,21 @@ def report(results: dict[str, Any]) -> None:
     print(
         f"    {sent['delivered']} delivered in {sent['span_s']} s = {sent['deliveries_per_s']}/s; "
         f"event -> received p50 {sent['latency_p50_ms']} ms, p99 {sent['latency_p99_ms']} ms"
+    )
+    chat = results["openai"]
+    print("(g) /v1/chat/completions against a zero-latency OpenAI-wire fake, one API process")
+    print(
+        f"    one at a time: direct p50 {chat['direct']['p50_ms']} / p99 {chat['direct']['p99_ms']} ms, "
+        f"via aijobs p50 {chat['via_aijobs']['p50_ms']} / p99 {chat['via_aijobs']['p99_ms']} ms"
+    )
+    print(f"    added p50 {chat['added_p50_ms']} ms, p99 {chat['added_p99_ms']} ms  (target <= 1 / <= 3 ms)")
+    print(
+        f"    concurrency 32: {chat['completions_per_s']} completions/s, p50 {chat['loaded']['p50_ms']} ms, "
+        f"{chat['errors']} errors  (target >= 1,000/s); API peak RSS {chat['api_peak_rss_mb']} MiB"
+    )
+    print(
+        f"    streaming time to first byte added: p50 {chat['ttfb_added_p50_ms']} ms, "
+        f"p99 {chat['ttfb_added_p99_ms']} ms"
     )
     print(f"\nresults written to {RESULTS}/latest.json")
 

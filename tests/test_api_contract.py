@@ -203,6 +203,7 @@ async def test_a_body_that_is_not_an_object_is_422(client: httpx2.AsyncClient) -
             "code": "caller_invalid_request",
             "message": "the body must be a JSON object",
             "param": None,
+            "type": "invalid_request_error",
         }
 
 

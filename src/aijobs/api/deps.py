@@ -47,7 +47,8 @@ class Services:
     catalog: Catalog
 
 
-def services(request: Request) -> Services:
+async def services(request: Request) -> Services:
+    """The services (``async``, so FastAPI calls it inline, not on a thread pool hop per request)."""
     svc: Services = request.app.state.services
     return svc
 
@@ -58,7 +59,7 @@ async def tenant(request: Request) -> str:
     scheme, _, key = header.partition(" ")
     if scheme.lower() != "bearer" or not key:
         raise Unauthorized("send an API key as 'Authorization: Bearer <key>'")
-    owner = await services(request).keys.tenant_for(key.strip())
+    owner = await (await services(request)).keys.tenant_for(key.strip())
     if owner is None:
         raise Unauthorized("the API key is not valid")
     return owner
