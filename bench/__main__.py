@@ -9,7 +9,7 @@
 (f) interactive jobs/s on one worker (interactive + webhooks lanes) without webhooks, then with each
     job's ``job.succeeded`` sent to a receiver answering in 200 ms; delivery throughput and latency.
 (g) ``/v1/chat/completions`` against a zero-latency OpenAI-wire fake: added latency one request at a
-    time, completions/s at concurrency 32, and streaming time to first byte (see bench/openai.py).
+    time, completions/s at concurrency 32, and streaming time to first byte (see bench/chat_api.py).
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from redis.asyncio import Redis
 
 from aijobs.apikeys import ApiKeys
 from aijobs.embedded_redis import free_port
-from bench import arq_noop, harness, openai, pipeline, submit, webhooks
+from bench import arq_noop, chat_api, harness, pipeline, submit, webhooks
 
 RESULTS = Path(__file__).with_name("results")
 
@@ -168,7 +168,7 @@ def measure_openai(redis_url: str, data_dir: Path, requests: int) -> dict[str, A
         harness.api(redis_url, data_dir, env) as (url, _, process),
     ):
         harness.wait_http(upstream)
-        result = openai.run(url, upstream, key, requests)
+        result = chat_api.run(url, upstream, key, requests)
         result["api_peak_rss_mb"] = round(harness.peak_rss_mb(process.pid), 1)
     return result
 

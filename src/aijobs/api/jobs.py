@@ -66,21 +66,26 @@ def field_path(loc: tuple[int | str, ...]) -> str:
 _PYDANTIC_STEPS = frozenset({"str", "int", "float", "bool", "list", "dict", "none", "function-after"})
 
 
+def invalid_request(exc: ValidationError) -> InvalidRequest:
+    """A body's first validation error as the caller's error, naming the field as they wrote it."""
+    err = exc.errors()[0]
+    param = field_path(err["loc"]) or None
+    message = err["msg"].removeprefix("Value error, ")
+    if err["type"] == "json_invalid":
+        message, param = "the body is not valid JSON", None
+    elif err["type"] in ("union_tag_invalid", "union_tag_not_found"):
+        message, param = f"must be one of: {', '.join(JOB_TYPES)}", "type"
+    elif param is None and err["type"] in ("dict_type", "model_type", "model_attributes_type"):
+        message = "the body must be a JSON object"
+    return InvalidRequest(f"{param}: {message}" if param else message, param=param)
+
+
 def parse_job_request(body: bytes) -> JobRequest:
     """Validate a ``POST /v1/jobs`` body; the error names the first offending field."""
     try:
         return _REQUEST.validate_json(body)
     except ValidationError as exc:
-        err = exc.errors()[0]
-        param = field_path(err["loc"]) or None
-        message = err["msg"].removeprefix("Value error, ")
-        if err["type"] == "json_invalid":
-            message, param = "the body is not valid JSON", None
-        elif err["type"] in ("union_tag_invalid", "union_tag_not_found"):
-            message, param = f"must be one of: {', '.join(JOB_TYPES)}", "type"
-        elif param is None and err["type"] in ("dict_type", "model_type", "model_attributes_type"):
-            message = "the body must be a JSON object"
-        raise InvalidRequest(f"{param}: {message}" if param else message, param=param) from None
+        raise invalid_request(exc) from None
 
 
 @router.post("", status_code=202, summary="Submit a job")

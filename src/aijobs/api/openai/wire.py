@@ -9,7 +9,7 @@ from fastapi import Response
 from pydantic import BaseModel, Field, ValidationError
 
 from aijobs.api.errors import aijobs_error_response
-from aijobs.api.jobs import field_path
+from aijobs.api.jobs import invalid_request
 from aijobs.calls import Call
 from aijobs.errors import InvalidRequest
 from aijobs.jobs import Job
@@ -29,14 +29,7 @@ def parse(model: type[M], body: bytes) -> M:
     try:
         return model.model_validate_json(body)
     except ValidationError as exc:
-        err = exc.errors()[0]
-        param = field_path(err["loc"]) or None
-        message = err["msg"].removeprefix("Value error, ")
-        if err["type"] == "json_invalid":
-            message, param = "the body is not valid JSON", None
-        elif param is None and err["type"] in ("dict_type", "model_type", "model_attributes_type"):
-            message = "the body must be a JSON object"
-        raise InvalidRequest(f"{param}: {message}" if param else message, param=param) from None
+        raise invalid_request(exc) from None
 
 
 def parse_fields(model: type[M], fields: dict[str, Any], names: dict[str, str] | None = None) -> M:
