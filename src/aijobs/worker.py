@@ -222,25 +222,18 @@ class Runtime:
         route = outcome.route()
         route["model"] = result.model or route["model"]
         attempts = [*job.attempts, *(a.to_dict() for a in outcome.attempts)]
-        return self._fields(job, output, result.usage, attempts, route, outcome.target)
-
-    def _fields(
-        self,
-        job: Job,
-        output: dict[str, Any],
-        usage: Usage,
-        attempts: list[dict[str, Any]],
-        route: dict[str, Any],
-        target: Target,
-    ) -> dict[str, Any]:
-        return priced_fields(self.routing.prices, job.type, output, usage, attempts, route, target)
+        return priced_fields(
+            self.routing.prices, job.type, output, result.usage, attempts, route, outcome.target
+        )
 
     async def finish_media(self, job: Job, poll: Poll, task: dict[str, Any]) -> None:
         """A media task succeeded: copy its outputs into the store and finish the job (the Poller calls)."""
         target = Target(task["provider"], task["model"])
         output = await self._store_media(job, poll.outputs, target.provider, target.model)
         usage = poll.usage or Usage(units=float(len(poll.outputs)) if job.type == "image" else 0.0)
-        fields = self._fields(job, output, usage, job.attempts, job.route or {}, target)
+        fields = priced_fields(
+            self.routing.prices, job.type, output, usage, job.attempts, job.route or {}, target
+        )
         fields["task"] = task
         await self._succeed(job, fields, (target.provider, target.model))
 
