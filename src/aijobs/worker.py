@@ -48,6 +48,7 @@ from aijobs.polling import Poller, submits_tasks, unknown_submit
 from aijobs.providers.base import Adapter, MediaResult, Submitted
 from aijobs.providers.registry import build_adapters
 from aijobs.providers.tasks import Poll
+from aijobs.providers.transport import upstream_client
 from aijobs.queue import JobQueue
 from aijobs.routing import Routing
 from aijobs.routing.breakers import Breakers
@@ -99,10 +100,7 @@ class Runtime:
     @classmethod
     async def start(cls, settings: Settings, routing: Routing, env: dict[str, str]) -> Runtime:
         redis = Redis.from_url(settings.redis_url)
-        http = httpx2.AsyncClient(
-            timeout=httpx2.Timeout(60.0, connect=5.0),
-            limits=httpx2.Limits(max_connections=1000, max_keepalive_connections=200),
-        )
+        http = upstream_client()
         breakers = Breakers(redis, routing.config.breakers, routing.reachable())
         adapters = build_adapters(routing, http, env)
         router = Router(adapters, breakers=breakers)

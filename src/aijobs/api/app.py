@@ -8,7 +8,6 @@ from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
 
-import httpx2
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
@@ -29,6 +28,7 @@ from aijobs.files import Files
 from aijobs.live import Hub
 from aijobs.outbound import Guard
 from aijobs.providers.registry import build_adapters
+from aijobs.providers.transport import upstream_client
 from aijobs.queue import JobQueue
 from aijobs.routing import Routing, load_policy
 from aijobs.routing.breakers import Breakers
@@ -57,10 +57,7 @@ def create_app(settings: Settings, routing: Routing, env: Mapping[str, str]) -> 
         await hub.start()
         hooks = routing.config.webhooks
         # Calls (the OpenAI-compatible surface) run in this process: its own client and Router.
-        http = httpx2.AsyncClient(
-            timeout=httpx2.Timeout(60.0, connect=5.0),
-            limits=httpx2.Limits(max_connections=1000, max_keepalive_connections=64),
-        )
+        http = upstream_client()
         breakers = Breakers(redis, routing.config.breakers, routing.reachable())
         adapters = build_adapters(routing, http, env)
         router = Router(adapters, breakers=breakers)
