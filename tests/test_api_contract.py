@@ -92,6 +92,13 @@ BAD_INPUTS: list[tuple[dict[str, Any], str | None]] = [
     ),
     ({"type": "image", "input": {"prompt": "x", "size": "\u0666\u0664x\u0666\u0664"}}, "input.size"),
     ({"type": "painting", "input": {}}, "type"),
+    (
+        {
+            "type": "chat",
+            "input": {"messages": [{"role": "user", "content": [{"type": "video", "url": "x"}]}]},
+        },
+        "input.messages.0.content.0.type",
+    ),
     ({"input": {}}, "type"),
     (
         {"type": "chat", "feature": "Bad Name", "input": {"messages": [{"role": "user", "content": "x"}]}},

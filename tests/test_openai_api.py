@@ -10,6 +10,8 @@ import asyncio
 import base64
 import struct
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import httpx2
@@ -17,6 +19,9 @@ import openai
 import pytest
 from openai import AsyncOpenAI
 
+from aijobs.api.openai import media
+from aijobs.errors import StorageError
+from aijobs.storage import LocalStore
 from tests.conftest import TEST_ROUTING, Service, _llmock, own_db, run_service
 
 OPENAI_ROUTING = """
@@ -241,6 +246,9 @@ async def test_errors_map_to_the_sdk_classes(sdk: AsyncOpenAI, openai_service: S
     assert unknown.value.body["param"] == "logit_bias"  # type: ignore[index]
     with pytest.raises(openai.NotFoundError):
         await sdk.chat.completions.create(model="gpt-9-ultra", messages=HELLO)
+    with pytest.raises(openai.BadRequestError, match="not a model name") as odd:  # never reaches a header
+        await sdk.chat.completions.create(model="sim:модель", messages=HELLO)
+    assert odd.value.body["param"] == "model"  # type: ignore[index]
     with pytest.raises(openai.BadRequestError, match="serves embed requests"):
         await sdk.chat.completions.create(model="search", messages=HELLO)
     with pytest.raises(openai.AuthenticationError):
@@ -326,3 +334,12 @@ async def test_models_list_and_get(sdk: AsyncOpenAI) -> None:
     assert one.id == "sim:fast"
     with pytest.raises(openai.NotFoundError):
         await sdk.models.retrieve("no-such-model")
+
+
+async def test_a_stored_output_that_has_gone_is_an_error_answer(tmp_path: Path) -> None:
+    blobs = LocalStore(tmp_path, "http://127.0.0.1:1", b"0123456789abcdef")
+    svc: Any = SimpleNamespace(blobs=blobs)
+    with pytest.raises(StorageError, match="no longer in the media store"):  # a 503, not a broken body
+        await media._opened(svc, "t/job_1/0.wav")
+    await blobs.put("t/job_1/empty.wav", b"", "audio/wav")
+    assert await media._read(svc, "t/job_1/empty.wav") == b""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import random
 import time
 from collections.abc import AsyncIterator
@@ -164,3 +165,27 @@ async def test_an_upstream_error_on_a_stream_is_the_same_error(router: Router, l
     outcome = await router.run(streamed(ttft_timeout_s=2.0), CHAT)
     assert outcomes(outcome.attempts) == [("first", "provider_rate_limited"), ("first", None)]
     assert outcome.attempts[0].retry_after_s is not None
+
+
+async def test_an_attempt_cut_off_while_waiting_for_its_first_token_stops_the_stream() -> None:
+    stopped = asyncio.Event()
+
+    class Silent:
+        async def run(self, model: str, request: ChatInput) -> ChatResult:
+            raise AssertionError("a time-to-first-token bound streams")
+
+        async def run_streaming(self, model: str, request: ChatInput, on_delta: Any) -> ChatResult:
+            try:
+                await asyncio.sleep(60)
+            finally:
+                stopped.set()
+            raise AssertionError("unreachable")
+
+    table: dict[tuple[str, str], Any] = {("first", "chat"): Silent()}
+    router = Router(table)
+    one = Feature("f", "chat", "interactive", (Target("first", "m"),), 0.2, None, FAST, ttft_timeout_s=30)
+    attempts: list[Any] = []
+    with pytest.raises(RouteFailed):
+        await router.run(one, CHAT, attempts=attempts)
+    assert stopped.is_set()  # the attempt's own timeout fired while waiting for the first token
+    assert [a.error_code for a in attempts] == ["provider_timeout", "provider_timeout"]

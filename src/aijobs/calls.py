@@ -14,6 +14,7 @@ recorded as ``canceled`` with what it spent.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,7 +22,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from aijobs import ledger
-from aijobs.errors import AijobsError, Canceled, DeadlineExceeded
+from aijobs.errors import AijobsError, Canceled, DeadlineExceeded, InternalError
 from aijobs.jobs import Job, JobStatus
 from aijobs.prices import PriceBook
 from aijobs.routing import Routing
@@ -30,6 +31,8 @@ from aijobs.routing.policy import Feature, Target
 from aijobs.routing.router import Attempt, Outcome, RouteFailed, Router, Stream
 from aijobs.store import JobStore
 from aijobs.types.common import Usage
+
+log = logging.getLogger(__name__)
 
 
 def priced_fields(
@@ -88,74 +91,72 @@ class Calls:
     ) -> Call:
         """Route ``request`` under ``feature`` within its deadline; record and return the finished call.
 
-        With ``streams`` (one per choice), chat answers are handed over as they arrive.
+        With ``streams`` (one per choice), chat answers are handed over as they arrive. Each choice
+        has its own list of attempts, so what was called is recorded however the call ends.
         """
-        attempts: list[Attempt] = []
+        tries: list[list[Attempt]] = [[] for _ in range(choices)]
         try:
-            outcomes = await self._route(feature, request, choices, streams, attempts)
-        except AijobsError as error:
-            retry_after = [a.retry_after_s for a in attempts if a.retry_after_s]
-            call = Call(job, error=error, retry_after_s=max(retry_after) if retry_after else None)
-            await self._finish(call, attempts, JobStatus.FAILED)
-            return call
+            outcomes, error = await self._route(feature, request, streams, tries)
         except asyncio.CancelledError:
             gone = Call(job, error=Canceled("the caller went away before the answer was complete"))
-            await asyncio.shield(self._finish(gone, attempts, JobStatus.CANCELED))
+            await asyncio.shield(self._finish(gone, _flat(tries), JobStatus.CANCELED, []))
             raise
-        call = Call(job, outcomes)
-        await self._finish(call, attempts, JobStatus.SUCCEEDED)
+        if error is None:
+            call = Call(job, outcomes)
+            await self._finish(call, _flat(tries), JobStatus.SUCCEEDED, outcomes)
+            return call
+        retry_after = [a.retry_after_s for a in _flat(tries) if a.retry_after_s]
+        call = Call(job, error=error, retry_after_s=max(retry_after) if retry_after else None)
+        await self._finish(call, _flat(tries), JobStatus.FAILED, outcomes)
         return call
 
     async def _route(
-        self,
-        feature: Feature,
-        request: BaseModel,
-        choices: int,
-        streams: list[Stream] | None,
-        attempts: list[Attempt],
-    ) -> list[Outcome]:
+        self, feature: Feature, request: BaseModel, streams: list[Stream] | None, tries: list[list[Attempt]]
+    ) -> tuple[list[Outcome], AijobsError | None]:
+        """Every choice's outcome that succeeded, and the first failure (``None`` when all succeeded)."""
         targets = await self.budgets.targets(feature)
         deadline_s = feature.deadline_s or self.routing.config.lane(feature.lane).job_timeout_s
         runs = [
-            asyncio.ensure_future(self.router.run(feature, request, targets, streams[i] if streams else None))
-            for i in range(choices)
+            asyncio.ensure_future(
+                self.router.run(feature, request, targets, streams[i] if streams else None, attempts)
+            )
+            for i, attempts in enumerate(tries)
         ]
         try:
             async with asyncio.timeout(deadline_s):
-                done = await asyncio.gather(*runs, return_exceptions=True)
+                await asyncio.wait(runs)
         except TimeoutError:
-            raise DeadlineExceeded(f"the call did not finish within its {deadline_s:g} s deadline") from None
+            error: AijobsError | None = DeadlineExceeded(
+                f"the call did not finish within its {deadline_s:g} s deadline"
+            )
+        else:
+            error = None
         finally:
             for run in runs:
                 run.cancel()
-        outcomes: list[Outcome] = []
-        failure: RouteFailed | None = None
-        for result in done:
-            if isinstance(result, Outcome):
-                attempts += result.attempts
-                outcomes.append(result)
-            elif isinstance(result, RouteFailed):
-                attempts += result.attempts
-                failure = failure or result
-            elif isinstance(result, BaseException):
-                raise result
-        if failure is not None:
-            raise failure.error
-        return outcomes
+        outcomes = [run.result() for run in runs if _succeeded(run)]
+        for run in runs:
+            if error is None and run.done() and not run.cancelled() and run.exception() is not None:
+                error = _as_error(run.exception())
+        return outcomes, error
 
-    async def _finish(self, call: Call, attempts: list[Attempt], status: JobStatus) -> None:
+    async def _finish(
+        self, call: Call, attempts: list[Attempt], status: JobStatus, outcomes: list[Outcome]
+    ) -> None:
+        """Write the record; the usage of every choice that finished is priced at its own target."""
         job = call.job
         job.status, job.finished_at = status, time.time()
         job.attempts = [a.to_dict() for a in attempts]
         target = None
+        if outcomes:
+            first = outcomes[0]
+            target = first.target
+            job.usage = self._priced(job.type, outcomes, attempts, job.attempts).model_dump()
         if call.outcomes:
             first = call.outcomes[0]
-            target = first.target
-            fields = priced_fields(self.routing.prices, job.type, _output(call.outcomes),
-                                   _usage(call.outcomes), job.attempts, first.route(), target)  # fmt: skip
-            fields["route"]["model"] = getattr(first.result, "model", "") or target.model
-            job.output, job.usage, job.route = fields["output"], fields["usage"], fields["route"]
-        elif call.error is not None:
+            job.output, job.route = _output(call.outcomes), first.route()
+            job.route["model"] = getattr(first.result, "model", "") or first.target.model
+        if call.error is not None:
             job.error = {"code": call.error.code, "message": call.error.message}
         entry = ledger.entry(
             job, status, attempts=job.attempts, usage=job.usage,
@@ -163,6 +164,41 @@ class Calls:
             error_code=call.error.code if call.error else None, finished_at=job.finished_at,
         )  # fmt: skip
         await self.store.record(job, entry)
+
+    def _priced(
+        self, job_type: str, outcomes: list[Outcome], attempts: list[Attempt], records: list[dict[str, Any]]
+    ) -> Usage:
+        """The choices' usage summed and priced, each at its own target; unknown if any choice's
+        price is. Each answering attempt's record carries its own cost."""
+        total = _usage(outcomes)
+        costs = []
+        for outcome in outcomes:
+            usage: Usage = outcome.result.usage  # type: ignore[union-attr]  # chat, embed or rerank
+            target = outcome.target
+            cost = self.routing.prices.cost_usd(target.provider, target.model, job_type, usage)
+            answered = next(i for i, a in enumerate(attempts) if a is outcome.attempts[-1])
+            records[answered]["cost_usd"] = cost
+            costs.append(cost)
+        total.cost_usd = None if None in costs else sum(c for c in costs if c is not None)
+        return total
+
+
+def _flat(tries: list[list[Attempt]]) -> list[Attempt]:
+    return [attempt for attempts in tries for attempt in attempts]
+
+
+def _succeeded(run: asyncio.Future[Outcome]) -> bool:
+    return run.done() and not run.cancelled() and run.exception() is None
+
+
+def _as_error(exc: BaseException | None) -> AijobsError:
+    """A choice's failure as the error to report: a route's last error, or an unexpected one."""
+    if isinstance(exc, RouteFailed):
+        return exc.error
+    if isinstance(exc, AijobsError):
+        return exc
+    log.error("a call's route raised unexpectedly", exc_info=exc)
+    return InternalError("unexpected error while routing the call")
 
 
 def _output(outcomes: list[Outcome]) -> dict[str, Any]:

@@ -14,6 +14,7 @@ Anything else is a 404, as OpenAI answers an unknown model.
 from __future__ import annotations
 
 import dataclasses
+import re
 import time
 from collections.abc import Collection
 from dataclasses import dataclass
@@ -23,6 +24,8 @@ from aijobs.routing import Feature, Routing, Target
 
 #: Targets called directly are remembered (a replaced dataclass each call would be waste); bounded.
 MAX_DIRECT = 4_096
+#: A direct target's model name: what providers use, and safe in headers, URL paths and usage keys.
+_MODEL_NAME = re.compile(r"[A-Za-z0-9._:/@-]{1,200}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +70,12 @@ class Catalog:
             raise NotFound(
                 f"model: {model!r} is not a feature, alias or provider:model target here; "
                 "GET /v1/models lists them",
+                param="model",
+            )
+        if not _MODEL_NAME.fullmatch(provider_model):
+            raise InvalidRequest(
+                f"model: {provider_model!r} is not a model name (letters, digits and . _ : / @ -, "
+                "up to 200 characters)",
                 param="model",
             )
         if (provider, job_type) not in self.served:

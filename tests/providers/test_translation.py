@@ -6,8 +6,10 @@ from typing import Any
 
 import httpx2
 
-from aijobs.providers.anthropic import messages_body, parse_message
+from aijobs.providers.anthropic import _merge_event, messages_body, parse_message
 from aijobs.providers.base import ProviderContext
+from aijobs.providers.gemini import _delta as _gemini_delta
+from aijobs.providers.gemini import _message as _gemini_message
 from aijobs.providers.openai import OpenAIChat, chat_usage
 from aijobs.routing.config import ProviderConfig
 from aijobs.types.chat import AssistantMessage, ChatInput
@@ -208,3 +210,28 @@ async def test_odd_but_real_gemini_and_anthropic_answers() -> None:
     )
     assert claude.finish_reason == "length"
     assert claude.usage.estimated
+
+
+def test_anthropic_stream_pieces_leave_out_signatures_and_empty_text() -> None:
+    message: dict[str, Any] = {"content": [], "usage": {}}
+    partial: dict[int, list[str]] = {}
+    events = [
+        {"type": "content_block_start", "index": 0, "content_block": {"type": "thinking", "thinking": ""}},
+        {"type": "content_block_delta", "index": 0, "delta": {"type": "thinking_delta", "thinking": "hm"}},
+        {"type": "content_block_delta", "index": 0, "delta": {"type": "signature_delta", "signature": "EqQ"}},
+        {"type": "content_block_start", "index": 1, "content_block": {"type": "text", "text": ""}},
+        {"type": "content_block_delta", "index": 1, "delta": {"type": "text_delta", "text": ""}},
+        {"type": "content_block_delta", "index": 1, "delta": {"type": "text_delta", "text": "Hi"}},
+    ]
+    pieces = [_merge_event(message, partial, event) for event in events]
+    assert [(p.content, p.reasoning) for p in pieces if p is not None] == [(None, "hm"), ("Hi", None)]
+    assert message["content"][0] == {"type": "thinking", "thinking": "hm", "signature": "EqQ"}
+
+
+def test_gemini_streamed_call_ids_match_the_whole_answers() -> None:
+    first = [{"functionCall": {"name": "a", "args": {}}}]
+    second = [{"functionCall": {"name": "b", "args": {"x": 1}}}]
+    streamed = [_gemini_delta(first, 0), _gemini_delta(second, 1)]
+    ids = [call["id"] for piece in streamed if piece and piece.tool_calls for call in piece.tool_calls]
+    whole = _gemini_message(first + second).tool_calls or []
+    assert ids == [call.id for call in whole] == ["call_0_a", "call_1_b"]

@@ -68,16 +68,28 @@ _PYDANTIC_STEPS = frozenset({"str", "int", "float", "bool", "list", "dict", "non
 
 def invalid_request(exc: ValidationError) -> InvalidRequest:
     """A body's first validation error as the caller's error, naming the field as they wrote it."""
-    err = exc.errors()[0]
+    err = _telling(exc.errors())
     param = field_path(err["loc"]) or None
     message = err["msg"].removeprefix("Value error, ")
     if err["type"] == "json_invalid":
         message, param = "the body is not valid JSON", None
     elif err["type"] in ("union_tag_invalid", "union_tag_not_found"):
-        message, param = f"must be one of: {', '.join(JOB_TYPES)}", "type"
+        tag = str(err["ctx"]["discriminator"]).strip("'")
+        param = f"{param}.{tag}" if param else tag
+        expected = str(err["ctx"].get("expected_tags", "")).replace("'", "")
+        message = f"must be one of: {expected}" if expected else "is required"
     elif param is None and err["type"] in ("dict_type", "model_type", "model_attributes_type"):
         message = "the body must be a JSON object"
     return InvalidRequest(f"{param}: {message}" if param else message, param=param)
+
+
+def _telling(errors: list[Any]) -> Any:
+    """The error to report: the first, unless it is one branch of a union (``content`` as a string),
+    when the branch that got furthest into the value says more."""
+    first = errors[0]
+    if len(errors) == 1 or not first["loc"] or first["loc"][-1] not in _PYDANTIC_STEPS:
+        return first
+    return max(errors[1:], key=lambda err: len(err["loc"]))
 
 
 def parse_job_request(body: bytes) -> JobRequest:

@@ -122,8 +122,10 @@ def _merge_event(
             return ChatDelta(tool_calls=[{"index": ordinal, "function": {"arguments": fragment}}])
         for name in ("text", "thinking", "signature"):
             if name in delta:
-                block[name] = block.get(name, "") + str(delta[name])
-                piece = str(delta[name]) or None
+                piece = str(delta[name])
+                block[name] = block.get(name, "") + piece
+                if not piece or name == "signature":  # a thinking block's seal is no part of the answer
+                    return None
                 return ChatDelta(content=piece) if name == "text" else ChatDelta(reasoning=piece)
     elif kind == "message_delta":
         message.update(http.as_dict(event.get("delta")))

@@ -144,7 +144,7 @@ def _delta(parts: list[dict[str, Any]], calls_before: int) -> ChatDelta | None:
     """What newly streamed ``parts`` add to the answer (a function call arrives whole)."""
     if not parts:
         return None
-    message = _message(parts)
+    message = _message(parts, calls_before)
     calls = [
         {"index": calls_before + i, "id": c.id, "type": "function", "function": c.function.model_dump()}
         for i, c in enumerate(message.tool_calls or [])
@@ -154,7 +154,9 @@ def _delta(parts: list[dict[str, Any]], calls_before: int) -> ChatDelta | None:
     return ChatDelta(message.content, message.reasoning, calls or None)
 
 
-def _message(parts: list[dict[str, Any]]) -> AssistantMessage:
+def _message(parts: list[dict[str, Any]], calls_before: int = 0) -> AssistantMessage:
+    """The answer in ``parts``; unnamed function calls are numbered after ``calls_before`` earlier ones
+    (so a streamed call gets the id the whole answer gives it)."""
     texts: list[str] = []
     thoughts: list[str] = []
     calls: list[ToolCall] = []
@@ -162,7 +164,7 @@ def _message(parts: list[dict[str, Any]]) -> AssistantMessage:
         if "functionCall" in part:
             call = part["functionCall"]
             arguments = orjson.dumps(call.get("args") or {}).decode()
-            call_id = call.get("id") or f"call_{len(calls)}_{call['name']}"
+            call_id = call.get("id") or f"call_{calls_before + len(calls)}_{call['name']}"
             calls.append(ToolCall(id=call_id, function=FunctionCall(name=call["name"], arguments=arguments)))
         elif "text" in part:
             (thoughts if part.get("thought") else texts).append(part["text"])

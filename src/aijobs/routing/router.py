@@ -146,14 +146,16 @@ class Router:
         request: Any,
         targets: list[Target] | None = None,
         stream: Stream | None = None,
+        attempts: list[Attempt] | None = None,
     ) -> Outcome:
         """Try ``feature``'s targets (or ``targets``) in order; :class:`RouteFailed` if none succeeds.
 
         Targets cooling down after a 429 go to the end of the order and are called once their
         cooldown is over (waiting at most ``retry_after_cap_s``); targets whose breaker is open
-        are skipped.
+        are skipped. Each attempt is appended to ``attempts`` as it starts, so a caller that
+        cancels the route (or cuts it at a deadline) still knows what was called.
         """
-        attempts: list[Attempt] = []
+        attempts = [] if attempts is None else attempts
         skipped: list[Target] = []
         error: AijobsError | None = None
         order = targets if targets is not None else self.order(feature)
@@ -295,18 +297,21 @@ class Router:
         if feature.ttft_timeout_s is None:
             return await streaming(target.model, request, on_delta)
         call = asyncio.ensure_future(streaming(target.model, request, on_delta))
-        done, _ = await asyncio.wait(
-            {call, first}, timeout=feature.ttft_timeout_s, return_when=asyncio.FIRST_COMPLETED
-        )
-        if not done:
-            call.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await call
-            raise ProviderTimeout(
-                f"{target} sent no first token within {feature.ttft_timeout_s:g} s",
-                provider=target.provider, model=target.model,
-            )  # fmt: skip
-        return await call
+        try:
+            done, _ = await asyncio.wait(
+                {call, first}, timeout=feature.ttft_timeout_s, return_when=asyncio.FIRST_COMPLETED
+            )
+            if not done:
+                raise ProviderTimeout(
+                    f"{target} sent no first token within {feature.ttft_timeout_s:g} s",
+                    provider=target.provider, model=target.model,
+                )  # fmt: skip
+            return await call
+        finally:  # cut off (no first token, the attempt's timeout, a cancelled job): stop the stream too
+            if not call.done():
+                call.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await call
 
     async def _count(self, target: Target, attempt: Attempt, error: AijobsError | None) -> None:
         if self.breakers is None:

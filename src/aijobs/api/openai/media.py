@@ -20,10 +20,11 @@ from aijobs.api.deps import Services, services, tenant
 from aijobs.api.errors import error_response, openai_status
 from aijobs.api.jobs import wait_for_end
 from aijobs.api.openai.wire import OpenAIRequest, answer, job_headers, metadata, parse, parse_fields
-from aijobs.errors import DeadlineExceeded, InvalidRequest
+from aijobs.errors import DeadlineExceeded, InvalidRequest, StorageError
 from aijobs.jobs import Job, JobStatus
 from aijobs.queue import delivery
 from aijobs.routing.policy import Feature
+from aijobs.storage import BlobNotFound
 from aijobs.types.image import ImageInput
 from aijobs.types.speech import SpeechInput
 from aijobs.views import job_view
@@ -121,7 +122,18 @@ async def images(request: Request, svc: Svc, owner: Tenant) -> Response:
 
 
 async def _read(svc: Services, key: str) -> bytes:
-    return b"".join([chunk async for chunk in svc.blobs.read(key)])
+    first, rest = await _opened(svc, key)
+    return first + b"".join([chunk async for chunk in rest])
+
+
+async def _opened(svc: Services, key: str) -> tuple[bytes, AsyncIterator[bytes]]:
+    """A stored output's first chunk (empty for an empty blob) and the rest: a blob that has gone
+    (removed by a bucket lifecycle rule, say) is an error answer, not a broken body."""
+    chunks = svc.blobs.read(key)
+    try:
+        return await anext(chunks, b""), chunks
+    except BlobNotFound:
+        raise StorageError(f"the job's output {key!r} is no longer in the media store") from None
 
 
 @router.post("/v1/audio/speech", summary="OpenAI-compatible text to speech (the audio is the body)")
@@ -133,8 +145,7 @@ async def speech(request: Request, svc: Svc, owner: Tenant) -> Response:
     if (error := _unfinished(job)) is not None:
         return error
     audio = (job.output or {})["audio"]
-    chunks = svc.blobs.read(audio["key"])
-    first = await anext(chunks)  # a missing blob is an error answer, not a broken body
+    first, chunks = await _opened(svc, audio["key"])
     headers = job_headers(job) | {"content-length": str(audio["bytes"])}
     content_type = audio.get("content_type") or _CONTENT_TYPES[body.response_format]
     return StreamingResponse(_chain(first, chunks), media_type=content_type, headers=headers)
