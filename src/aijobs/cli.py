@@ -56,7 +56,7 @@ def cmd_api(args: argparse.Namespace, settings: Settings) -> int:
     app = create_app(settings, routing, env)
     uvicorn.run(
         app, host=args.host or settings.host, port=args.port or settings.port,
-        loop="uvloop", http="httptools",
+        loop="uvloop", http="httptools", proxy_headers=False,  # client addresses are never used
         log_level=settings.log_level.lower(), log_config=None, access_log=args.access_log,
         timeout_graceful_shutdown=10,
     )  # fmt: skip

@@ -27,7 +27,7 @@ import httpx2
 from arq.worker import Retry
 from redis.asyncio import Redis
 
-from aijobs import ledger, logs, usage
+from aijobs import connections, ledger, logs, usage
 from aijobs.calls import priced_fields
 from aijobs.errors import (
     AijobsError,
@@ -99,7 +99,7 @@ class Runtime:
 
     @classmethod
     async def start(cls, settings: Settings, routing: Routing, env: dict[str, str]) -> Runtime:
-        redis = Redis.from_url(settings.redis_url)
+        redis = connections.connect(settings.redis_url)
         http = upstream_client()
         breakers = Breakers(redis, routing.config.breakers, routing.reachable())
         adapters = build_adapters(routing, http, env)

@@ -9,20 +9,16 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI
-from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
-from redis.asyncio import Redis
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
-from starlette.exceptions import HTTPException
 
+from aijobs import connections
 from aijobs.api import errors, events, files, health, jobs, openai, operations, webhooks
 from aijobs.api.deps import Services
+from aijobs.api.fastpath import FastPaths
 from aijobs.api.limits import BodyLimit
 from aijobs.apikeys import ApiKeys
 from aijobs.calls import Calls
 from aijobs.catalog import Catalog
-from aijobs.errors import AijobsError
 from aijobs.events import JobEvents
 from aijobs.files import Files
 from aijobs.live import Hub
@@ -43,13 +39,14 @@ from aijobs.webhooks.endpoints import Endpoints
 log = logging.getLogger(__name__)
 
 
-def create_app(settings: Settings, routing: Routing, env: Mapping[str, str]) -> FastAPI:
+def create_app(settings: Settings, routing: Routing, env: Mapping[str, str]) -> FastPaths:
     """The API app. ``routing`` is resolved before the app exists, so a bad policy never serves;
-    ``env`` holds the provider keys its calls use."""
+    ``env`` holds the provider keys its calls use. Hot routes are served ahead of FastAPI
+    (:class:`FastPaths`); ``.app`` is the FastAPI app behind them."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        redis = Redis.from_url(settings.redis_url, max_connections=512)
+        redis = connections.connect(settings.redis_url, max_connections=512)
         queue = await JobQueue.connect(settings.redis_url)
         blobs = await open_blob_store(settings)
         store = JobStore(redis, settings.job_ttl_s, *routing.config.ledger.ttls_s())
@@ -99,12 +96,8 @@ def create_app(settings: Settings, routing: Routing, env: Mapping[str, str]) -> 
     # An upload's multipart envelope adds a little to the file's own limit.
     uploads = {"/v1/files": settings.max_upload_bytes + 64 * 1024}
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes, overrides=uploads)
-    app.add_exception_handler(AijobsError, errors.aijobs_error)
-    app.add_exception_handler(RequestValidationError, errors.validation_error)
-    app.add_exception_handler(HTTPException, errors.http_error)
-    app.add_exception_handler(RedisConnectionError, errors.redis_unavailable)
-    app.add_exception_handler(RedisTimeoutError, errors.redis_unavailable)
-    app.add_exception_handler(Exception, errors.unexpected)
+    for exception, handler in errors.HANDLERS.items():
+        app.add_exception_handler(exception, handler)
     app.include_router(jobs.router)
     app.include_router(events.router)
     app.include_router(webhooks.router)
@@ -113,7 +106,8 @@ def create_app(settings: Settings, routing: Routing, env: Mapping[str, str]) -> 
     app.include_router(operations.router)
     app.include_router(openai.router)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
-    return app
+    hot = {("POST", "/v1/chat/completions"): openai.chat.complete}
+    return FastPaths(app, hot, settings.max_body_bytes)
 
 
 def _openapi(app: FastAPI) -> dict[str, Any]:
@@ -128,7 +122,7 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
     return app.openapi_schema
 
 
-def app_from_env() -> FastAPI:
+def app_from_env() -> FastPaths:
     """The factory uvicorn calls (``aijobs.api.app:app_from_env``): settings and routing from the env."""
     settings = Settings()
     env = dict(os.environ)

@@ -13,10 +13,13 @@ refused is a 400, rate limits and a spent budget are 429s, a provider's failure 
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 
 import orjson
 from fastapi import Request, Response
 from fastapi.exceptions import RequestValidationError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 from starlette.exceptions import HTTPException
 
 from aijobs.errors import AijobsError, CallerError, InternalError, InvalidRequest, StorageError, error_class
@@ -124,3 +127,22 @@ async def unexpected(_: Request, exc: Exception) -> Response:
     log.exception("unhandled error", exc_info=exc)
     error = InternalError("an internal error occurred; it has been logged")
     return error_response(500, error.code, error.message)
+
+
+Handler = Callable[[Request, Exception], Awaitable[Response]]
+
+#: Each exception class and the handler that answers it (the most specific class wins).
+HANDLERS: dict[type[Exception], Handler] = {
+    AijobsError: aijobs_error,
+    RequestValidationError: validation_error,
+    HTTPException: http_error,
+    RedisConnectionError: redis_unavailable,
+    RedisTimeoutError: redis_unavailable,
+    Exception: unexpected,
+}
+
+
+async def answer_for(request: Request, exc: Exception) -> Response:
+    """What the app's exception handlers answer for ``exc`` (for routes served outside FastAPI)."""
+    handler = next(HANDLERS[cls] for cls in type(exc).__mro__ if cls in HANDLERS)
+    return await handler(request, exc)

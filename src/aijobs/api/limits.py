@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from aijobs.api.errors import error_body
@@ -22,10 +23,9 @@ class BodyLimit:
             await self.app(scope, receive, send)
             return
         max_bytes = self.overrides.get(scope["path"].rstrip("/"), self.max_bytes)
-        for name, value in scope["headers"]:
-            if name == b"content-length" and value.isdigit() and int(value) > max_bytes:
-                await _send_413(send, max_bytes)
-                return
+        if declared_over(scope, max_bytes):
+            await _send_413(send, max_bytes)
+            return
         received = 0
 
         async def limited_receive() -> Message:
@@ -38,6 +38,32 @@ class BodyLimit:
             return message
 
         await self.app(scope, limited_receive, send)
+
+
+def declared_over(scope: Scope, max_bytes: int) -> bool:
+    """Whether the request's ``Content-Length`` is over ``max_bytes`` (so it need not be read)."""
+    for name, value in scope["headers"]:
+        if name == b"content-length" and value.isdigit() and int(value) > max_bytes:
+            return True
+    return False
+
+
+async def read_body(scope: Scope, receive: Receive, max_bytes: int) -> bytes:
+    """The whole request body; :class:`PayloadTooLarge` as soon as it is known to be over ``max_bytes``."""
+    if declared_over(scope, max_bytes):
+        raise PayloadTooLarge(f"the request body exceeds {max_bytes} bytes")
+    chunks, received = [], 0
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":  # the client went away mid-body
+            raise ClientDisconnect()
+        chunk = message.get("body", b"")
+        received += len(chunk)
+        if received > max_bytes:
+            raise PayloadTooLarge(f"the request body exceeds {max_bytes} bytes")
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return b"".join(chunks)
 
 
 async def _send_413(send: Send, max_bytes: int) -> None:

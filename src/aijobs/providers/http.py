@@ -37,6 +37,7 @@ import orjson
 from aijobs import errors
 from aijobs.errors import ProviderError
 from aijobs.providers.base import ProviderContext
+from aijobs.providers.transport import exchange
 
 _CONTEXT_HINTS = re.compile(
     r"context[_ ]length|context window|context limit|maximum context|prompt is too long|too many tokens|"
@@ -161,7 +162,9 @@ async def request_json(
     provider = context.name
     content = orjson.dumps(body) if body is not None else None
     with transport_errors(provider, model, submit=submit):
-        response = await context.http.request(method, url, content=content, headers=headers, timeout=timeouts)
+        response = await exchange(
+            context.http, method, url, content=content, headers=headers, timeouts=timeouts
+        )
     if response.status_code >= 400:
         raise error_for(
             response.status_code, response.content, response.headers, provider, model, context.api_key

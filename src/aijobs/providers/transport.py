@@ -15,6 +15,10 @@ the interface and :class:`AiohttpTransport` moves the bytes, raising httpx2's er
 
 httpx2 still follows redirects, decodes ``Content-Encoding`` and applies its timeouts' values; the
 transport neither redirects nor decompresses, so nothing is done twice.
+
+A whole-body exchange (every JSON call) can skip httpx2's request and response models too:
+:func:`exchange` sends it straight to the pool of an :class:`Upstream` client, with the same
+errors, and answers an :class:`Answer` (status, headers, body).
 """
 
 from __future__ import annotations
@@ -22,10 +26,12 @@ from __future__ import annotations
 import contextlib
 import functools
 import urllib.request
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Mapping
+from dataclasses import dataclass
 
 import aiohttp
 import httpx2
+import yarl
 
 #: Idle connections are closed after this long (providers' load balancers drop them at 60-350 s).
 KEEPALIVE_S = 30.0
@@ -44,19 +50,10 @@ class AiohttpTransport(httpx2.AsyncBaseTransport):
             connector = aiohttp.TCPConnector(
                 limit=self._max_connections, limit_per_host=0, keepalive_timeout=KEEPALIVE_S
             )
-            self._session = aiohttp.ClientSession(
-                connector=connector, auto_decompress=False, cookie_jar=aiohttp.DummyCookieJar()
-            )
+            self._session = aiohttp.ClientSession(connector=connector, cookie_jar=aiohttp.DummyCookieJar())
         return self._session
 
     async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
-        timeout = request.extensions.get("timeout") or {}
-        client_timeout = aiohttp.ClientTimeout(
-            total=None,
-            connect=timeout.get("pool"),
-            sock_connect=timeout.get("connect"),
-            sock_read=timeout.get("read"),
-        )
         body = await request.aread()
         with _mapped(request):
             response = await self._open().request(
@@ -64,8 +61,9 @@ class AiohttpTransport(httpx2.AsyncBaseTransport):
                 str(request.url),
                 headers=[(k.decode("latin-1"), v.decode("latin-1")) for k, v in request.headers.raw],
                 data=body or None,
-                timeout=client_timeout,
+                timeout=_client_timeout(request.extensions.get("timeout") or {}),
                 allow_redirects=False,
+                auto_decompress=False,
                 skip_auto_headers=("Accept-Encoding", "User-Agent", "Content-Type"),
                 proxy=_proxy(request.url.scheme, request.url.host),
             )
@@ -76,10 +74,55 @@ class AiohttpTransport(httpx2.AsyncBaseTransport):
             extensions={"http_version": b"HTTP/1.1", "reason_phrase": (response.reason or "").encode()},
         )
 
+    async def exchange(
+        self,
+        method: str,
+        url: str,
+        content: bytes | None,
+        headers: Mapping[str, str],
+        timeouts: httpx2.Timeout,
+    ) -> Answer:
+        """Send one request and read its whole answer (decompressed), with httpx2's errors."""
+        parsed = yarl.URL(url)
+        with _mapped(None):
+            async with self._open().request(
+                method,
+                parsed,
+                headers=headers,
+                data=content,
+                timeout=_client_timeout(timeouts.as_dict()),
+                allow_redirects=False,
+                proxy=_proxy(parsed.scheme, parsed.host or ""),
+            ) as response:
+                return Answer(response.status, response.headers, await response.read())
+
     async def aclose(self) -> None:
         if self._session is not None:
             await self._session.close()
             self._session = None
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """A whole answer: what JSON calls read of a response."""
+
+    status_code: int
+    headers: Mapping[str, str]
+    content: bytes
+
+    @property
+    def text(self) -> str:
+        return self.content.decode("utf-8", "replace")
+
+
+def _client_timeout(timeout: Mapping[str, float | None]) -> aiohttp.ClientTimeout:
+    """httpx2's timeouts as aiohttp's: the whole exchange is bounded by the Router, not here."""
+    return aiohttp.ClientTimeout(
+        total=None,
+        connect=timeout.get("pool"),
+        sock_connect=timeout.get("connect"),
+        sock_read=timeout.get("read"),
+    )
 
 
 @functools.lru_cache(maxsize=256)
@@ -108,7 +151,7 @@ class _Body(httpx2.AsyncByteStream):
 
 
 @contextlib.contextmanager
-def _mapped(request: httpx2.Request) -> Iterator[None]:
+def _mapped(request: httpx2.Request | None) -> Iterator[None]:
     """aiohttp's errors as httpx2's (see the module docstring)."""
     try:
         yield
@@ -126,8 +169,31 @@ def _mapped(request: httpx2.Request) -> Iterator[None]:
         raise httpx2.ReadError(str(exc) or type(exc).__name__, request=request) from exc
 
 
-def upstream_client(max_connections: int = 1000) -> httpx2.AsyncClient:
+class Upstream(httpx2.AsyncClient):
+    """httpx2's client over an :class:`AiohttpTransport`, whose pool :func:`exchange` can use directly."""
+
+    def __init__(self, max_connections: int = 1000) -> None:
+        self.pool = AiohttpTransport(max_connections)
+        super().__init__(timeout=httpx2.Timeout(60.0, connect=5.0), transport=self.pool)
+
+
+def upstream_client(max_connections: int = 1000) -> Upstream:
     """The client adapters call providers with (its timeouts are each provider's own, per call)."""
-    return httpx2.AsyncClient(
-        timeout=httpx2.Timeout(60.0, connect=5.0), transport=AiohttpTransport(max_connections)
-    )
+    return Upstream(max_connections)
+
+
+async def exchange(
+    client: httpx2.AsyncClient,
+    method: str,
+    url: str,
+    *,
+    content: bytes | None,
+    headers: Mapping[str, str],
+    timeouts: httpx2.Timeout,
+) -> Answer:
+    """One request and its whole answer: straight to the pool of an :class:`Upstream`, else through
+    ``client`` (tests build adapters on a plain httpx2 client). Errors are httpx2's either way."""
+    if isinstance(client, Upstream):
+        return await client.pool.exchange(method, url, content, headers, timeouts)
+    response = await client.request(method, url, content=content, headers=headers, timeout=timeouts)
+    return Answer(response.status_code, response.headers, response.content)

@@ -65,7 +65,14 @@ class ChatCompletionRequest(ChatInput):
 
 @router.post("/v1/chat/completions", summary="OpenAI-compatible chat completion (whole or streamed)")
 async def chat_completions(request: Request, svc: Svc, owner: Tenant) -> Response:
-    body = parse(ChatCompletionRequest, await request.body())
+    """The hot path: :class:`~aijobs.api.fastpath.FastPaths` serves it ahead of FastAPI's machinery;
+    the route is here for the OpenAPI schema, and for an app run without the fast path."""
+    return await complete(svc, owner, await request.body())
+
+
+async def complete(svc: Services, owner: str, raw: bytes) -> Response:
+    """Answer one chat completion request body for ``owner``."""
+    body = parse(ChatCompletionRequest, raw)
     feature = svc.catalog.feature(body.model, "chat")
     chat = body.chat_input()
     job = svc.calls.new_job(owner, feature, chat, metadata(body.user, body.metadata))
