@@ -4,6 +4,10 @@ With thousands of jobs in flight, each claim and each finish is a script call. r
 of microseconds per command on connection checkout and a write syscall, so one pipeline carrying
 every call issued in a loop turn costs a fraction of the same calls sent one by one. A caller waits
 at most one loop turn longer; each call still gets its own result or exception.
+
+Calls go out as ``EVALSHA``. redis-py's own script pipelines ask ``SCRIPT EXISTS`` first, a second
+round trip on every flush; here the script is loaded only when the server answers ``NOSCRIPT``
+(first use, or after a restart), and the calls it refused are sent again (a refused call ran nothing).
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from typing import Any
 
 from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
+from redis.exceptions import NoScriptError, ResponseError
 
 
 class ScriptBatcher:
@@ -37,10 +42,10 @@ class ScriptBatcher:
         while self._pending:
             batch, self._pending = self._pending[: self._max_batch], self._pending[self._max_batch :]
             try:
-                async with self._redis.pipeline(transaction=False) as pipe:
-                    for keys, args, _ in batch:
-                        await self._script(keys=keys, args=args, client=pipe)
-                    results = await pipe.execute(raise_on_error=False)
+                results = await self._send(batch)
+                if any(isinstance(result, NoScriptError) for result in results):
+                    await self._redis.script_load(self._script.script)
+                    results = await self._send(batch)
             except Exception as exc:  # the connection failed: every caller in the batch sees it
                 for _, _, future in batch:
                     if not future.done():
@@ -53,3 +58,18 @@ class ScriptBatcher:
                     future.set_exception(result)
                 else:
                     future.set_result(result)
+
+    async def _send(self, batch: list[tuple[list[Any], list[Any], asyncio.Future[Any]]]) -> list[Any]:
+        """Each call's result or error, in order: one command alone, else one pipeline."""
+        sha = self._script.sha
+        if len(batch) == 1:
+            keys, args, _ = batch[0]
+            try:
+                return [await self._redis.evalsha(sha, len(keys), *keys, *args)]  # type: ignore[misc]
+            except ResponseError as exc:
+                return [exc]
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for keys, args, _ in batch:
+                pipe.evalsha(sha, len(keys), *keys, *args)
+            results: list[Any] = await pipe.execute(raise_on_error=False)
+            return results

@@ -13,6 +13,7 @@ import os
 import signal
 from typing import Any
 
+from aijobs import heap
 from aijobs.queue import (
     POLL_TASK,
     RUN_JOB,
@@ -54,6 +55,7 @@ async def serve(settings: Settings, routing: Routing, lanes: list[WorkerLane], e
     and its supervisor restart it.
     """
     runtime = await Runtime.start(settings, routing, env)
+    heap.settle()
     dispatcher = dispatcher_for(runtime) if WEBHOOK_LANE in lanes else None
     ctx: dict[str, Any] = {"runtime": runtime, "dispatcher": dispatcher}
     workers = [

@@ -11,7 +11,7 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
-from aijobs import connections
+from aijobs import connections, heap
 from aijobs.api import errors, events, files, health, jobs, openai, operations, webhooks
 from aijobs.api.deps import Services
 from aijobs.api.fastpath import FastPaths
@@ -77,6 +77,7 @@ def create_app(settings: Settings, routing: Routing, env: Mapping[str, str]) -> 
             calls=Calls(routing, store, router, budgets),
             catalog=Catalog(routing, adapters.keys()),
         )
+        heap.settle()
         try:
             yield
         finally:
