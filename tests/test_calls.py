@@ -119,17 +119,18 @@ async def test_a_failed_choice_keeps_what_the_others_spent(
     assert [a["outcome"] for a in stored.attempts] == ["ok", "error"]
 
 
+@pytest.mark.parametrize("choices", [1, 2])
 async def test_a_call_cut_by_its_deadline_records_its_attempts(
-    routing: Routing, store: JobStore, redis: Redis
+    routing: Routing, store: JobStore, redis: Redis, choices: int
 ) -> None:
-    engine = calls(routing, store, redis, sim=Scripted(["hang"]), other=Scripted([]))
+    engine = calls(routing, store, redis, sim=Scripted(["hang"] * choices), other=Scripted([]))
     feature = routing.features["c"]
     job = engine.new_job("t", feature, CHAT)
-    call = await engine.run(job, feature, CHAT)
+    call = await engine.run(job, feature, CHAT, choices=choices)
     assert call.error is not None and call.error.code == "gateway_deadline_exceeded"
     stored = await store.get(job.id)
     assert stored is not None and stored.status is JobStatus.FAILED
-    assert [(a["provider"], a["model"]) for a in stored.attempts] == [("sim", "m")]
+    assert [(a["provider"], a["model"]) for a in stored.attempts] == [("sim", "m")] * choices
 
 
 async def test_a_cancelled_call_records_its_attempts(routing: Routing, store: JobStore, redis: Redis) -> None:

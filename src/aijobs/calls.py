@@ -116,6 +116,15 @@ class Calls:
         """Every choice's outcome that succeeded, and the first failure (``None`` when all succeeded)."""
         targets = await self.budgets.targets(feature)
         deadline_s = feature.deadline_s or self.routing.config.lane(feature.lane).job_timeout_s
+        if len(tries) == 1:  # the usual call: routed in this task, with no task to schedule and await
+            stream = streams[0] if streams else None
+            try:
+                async with asyncio.timeout(deadline_s):
+                    return [await self.router.run(feature, request, targets, stream, tries[0])], None
+            except TimeoutError:
+                return [], _late(deadline_s)
+            except Exception as exc:
+                return [], _as_error(exc)
         runs = [
             asyncio.ensure_future(
                 self.router.run(feature, request, targets, streams[i] if streams else None, attempts)
@@ -126,9 +135,7 @@ class Calls:
             async with asyncio.timeout(deadline_s):
                 await asyncio.wait(runs)
         except TimeoutError:
-            error: AijobsError | None = DeadlineExceeded(
-                f"the call did not finish within its {deadline_s:g} s deadline"
-            )
+            error: AijobsError | None = _late(deadline_s)
         else:
             error = None
         finally:
@@ -189,6 +196,10 @@ def _flat(tries: list[list[Attempt]]) -> list[Attempt]:
 
 def _succeeded(run: asyncio.Future[Outcome]) -> bool:
     return run.done() and not run.cancelled() and run.exception() is None
+
+
+def _late(deadline_s: float) -> DeadlineExceeded:
+    return DeadlineExceeded(f"the call did not finish within its {deadline_s:g} s deadline")
 
 
 def _as_error(exc: BaseException | None) -> AijobsError:

@@ -16,6 +16,7 @@ Days are UTC. Counters are plain numbers; latencies are counted in :mod:`aijobs.
 
 from __future__ import annotations
 
+import functools
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -36,7 +37,12 @@ _TOKENS = ("input_tokens", "output_tokens", "cached_tokens", "reasoning_tokens")
 
 def day_of(ts_s: float) -> str:
     """The UTC day of a timestamp, ``YYYY-MM-DD``."""
-    return datetime.fromtimestamp(ts_s, UTC).strftime("%Y-%m-%d")
+    return _day(int(ts_s // 86_400))
+
+
+@functools.lru_cache(maxsize=64)
+def _day(days_since_epoch: int) -> str:  # every finished job asks; formatting a date each time showed
+    return datetime.fromtimestamp(days_since_epoch * 86_400, UTC).strftime("%Y-%m-%d")
 
 
 @dataclass(frozen=True, slots=True)
