@@ -163,12 +163,18 @@ def measure_openai(redis_url: str, data_dir: Path, requests: int) -> dict[str, A
     text = harness.ROOT.joinpath("bench/routing.bench.toml").read_text()
     routing.write_text(text + OPENAI_ROUTING.replace("{upstream}", upstream))
     env = {"AIJOBS_ROUTING_FILE": str(routing), "FAKE_UPSTREAM_KEY": "sk-bench-000000000000"}
+    floor_port = free_port()
+    floor = f"http://127.0.0.1:{floor_port}"
     with (
-        harness.processes((["bench.openai_fake", upstream.rsplit(":", 1)[1]], {})),
+        harness.processes(
+            (["bench.openai_fake", upstream.rsplit(":", 1)[1]], {}),
+            (["bench.chat_floor", str(floor_port), upstream, redis_url], {}),
+        ),
         harness.api(redis_url, data_dir, env) as (url, _, process),
     ):
         harness.wait_http(upstream)
-        result = chat_api.run(url, upstream, key, requests)
+        harness.wait_http(floor)
+        result = chat_api.run(url, upstream, floor, key, requests)
         result["api_peak_rss_mb"] = round(harness.peak_rss_mb(process.pid), 1)
     return result
 
@@ -293,6 +299,10 @@ def report(results: dict[str, Any]) -> None:
     print(
         f"    streaming time to first byte added: p50 {chat['ttfb_added_p50_ms']} ms, "
         f"p99 {chat['ttfb_added_p99_ms']} ms"
+    )
+    print(
+        f"    floor (a bare forwarder, same stack): added p50 {chat['floor_added_p50_ms']} ms, "
+        f"p99 {chat['floor_added_p99_ms']} ms; {chat['floor_completions_per_s']} completions/s at 32"
     )
     print(f"\nresults written to {RESULTS}/latest.json")
 

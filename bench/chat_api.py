@@ -4,7 +4,9 @@
   (``/v1/chat/completions``: auth, routing, the upstream call, the job record and ledger entry);
 - throughput: non-streamed completions per second at concurrency 32 (the load generator, the API
   process and the fake share this machine's cores);
-- streaming: time to the first ``data:`` bytes, straight and through aijobs.
+- streaming: time to the first ``data:`` bytes, straight and through aijobs;
+- the floor (:mod:`bench.chat_floor`): the same two numbers for a bare forwarder on the same stack,
+  so the report separates what aijobs adds from what one more hop in Python costs.
 """
 
 from __future__ import annotations
@@ -64,15 +66,19 @@ def _summary(latencies: list[float]) -> dict[str, float]:
     return {"p50_ms": round(percentile(latencies, 50), 3), "p99_ms": round(percentile(latencies, 99), 3)}
 
 
-async def measure(api_url: str, upstream_url: str, key: str, requests: int) -> dict[str, Any]:
+async def measure(api_url: str, upstream_url: str, floor_url: str, key: str, requests: int) -> dict[str, Any]:
     direct, via = chat_request(upstream_url, "gpt-4o-mini", None), chat_request(api_url, "bench-chat", key)
+    bare = chat_request(floor_url, "gpt-4o-mini", None)
     await one_at_a_time(api_url, via, 200)  # warm: connections, caches, breaker state
     await one_at_a_time(upstream_url, direct, 200)
-    straight, through = [], []
-    for _ in range(5):  # interleaved rounds, so drift on a noisy machine hits both alike
+    await one_at_a_time(floor_url, bare, 200)
+    straight, through, floor = [], [], []
+    for _ in range(5):  # interleaved rounds, so drift on a noisy machine hits all alike
         straight += await one_at_a_time(upstream_url, direct, requests // 5)
         through += await one_at_a_time(api_url, via, requests // 5)
+        floor += await one_at_a_time(floor_url, bare, requests // 5)
     sample, elapsed_s = await loadgen.closed_loop(api_url, via, requests * 2, 32)
+    floor_sample, floor_elapsed_s = await loadgen.closed_loop(floor_url, bare, requests * 2, 32)
     errors = sum(n for status, n in sample.statuses.items() if status != 200)
     stream_direct = chat_request(upstream_url, "gpt-4o-mini", None, stream=True)
     stream_via = chat_request(api_url, "bench-chat", key, stream=True)
@@ -80,7 +86,7 @@ async def measure(api_url: str, upstream_url: str, key: str, requests: int) -> d
     for _ in range(5):
         ttfb_straight += await first_bytes(upstream_url, stream_direct, requests // 20)
         ttfb_through += await first_bytes(api_url, stream_via, requests // 20)
-    s, t = _summary(straight), _summary(through)
+    s, t, f = _summary(straight), _summary(through), _summary(floor)
     fs, ft = _summary(ttfb_straight), _summary(ttfb_through)
     return {
         "requests": requests,
@@ -97,8 +103,11 @@ async def measure(api_url: str, upstream_url: str, key: str, requests: int) -> d
         "ttfb_via_aijobs": ft,
         "ttfb_added_p50_ms": round(ft["p50_ms"] - fs["p50_ms"], 3),
         "ttfb_added_p99_ms": round(ft["p99_ms"] - fs["p99_ms"], 3),
+        "floor_added_p50_ms": round(f["p50_ms"] - s["p50_ms"], 3),
+        "floor_added_p99_ms": round(f["p99_ms"] - s["p99_ms"], 3),
+        "floor_completions_per_s": round(len(floor_sample.latencies_ms) / floor_elapsed_s, 1),
     }
 
 
-def run(api_url: str, upstream_url: str, key: str, requests: int) -> dict[str, Any]:
-    return asyncio.run(measure(api_url, upstream_url, key, requests))
+def run(api_url: str, upstream_url: str, floor_url: str, key: str, requests: int) -> dict[str, Any]:
+    return asyncio.run(measure(api_url, upstream_url, floor_url, key, requests))
