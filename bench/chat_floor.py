@@ -16,6 +16,7 @@ from typing import Any
 import aiohttp
 import uvicorn
 
+from aijobs.api.limits import read_body
 from aijobs.connections import connect
 
 _RECORD = "redis.call('HSET', KEYS[1], 'answer', ARGV[1]) redis.call('EXPIRE', KEYS[1], 60) return 1"
@@ -32,12 +33,7 @@ class Floor:
         if scope["type"] == "lifespan":
             await self._lifespan(receive, send)
             return
-        body = b""
-        while True:
-            message = await receive()
-            body += message.get("body", b"")
-            if not message.get("more_body"):
-                break
+        body = await read_body(scope, receive, max_bytes=1 << 20)
         headers = {"Content-Type": "application/json", "Authorization": "Bearer floor"}
         async with self.session.post(self.url, data=body, headers=headers) as response:
             answer = await response.read()

@@ -130,7 +130,8 @@ async def test_a_call_cut_by_its_deadline_records_its_attempts(
     assert call.error is not None and call.error.code == "gateway_deadline_exceeded"
     stored = await store.get(job.id)
     assert stored is not None and stored.status is JobStatus.FAILED
-    assert [(a["provider"], a["model"]) for a in stored.attempts] == [("sim", "m")] * choices
+    assert [(a["provider"], a["outcome"]) for a in stored.attempts] == [("sim", "canceled")] * choices
+    assert all(a["latency_ms"] >= 400 for a in stored.attempts)  # cut at the 0.5 s deadline
 
 
 async def test_a_cancelled_call_records_its_attempts(routing: Routing, store: JobStore, redis: Redis) -> None:
@@ -144,7 +145,7 @@ async def test_a_cancelled_call_records_its_attempts(routing: Routing, store: Jo
         await task
     stored = await store.get(job.id)
     assert stored is not None and stored.status is JobStatus.CANCELED
-    assert [a["provider"] for a in stored.attempts] == ["sim"]
+    assert [(a["provider"], a["outcome"]) for a in stored.attempts] == [("sim", "canceled")]
 
 
 async def test_an_unexpected_failure_is_recorded_as_internal(

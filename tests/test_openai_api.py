@@ -249,6 +249,8 @@ async def test_errors_map_to_the_sdk_classes(sdk: AsyncOpenAI, openai_service: S
     with pytest.raises(openai.BadRequestError, match="not a model name") as odd:  # never reaches a header
         await sdk.chat.completions.create(model="sim:модель", messages=HELLO)
     assert odd.value.body["param"] == "model"  # type: ignore[index]
+    with pytest.raises(openai.BadRequestError, match="not a model name"):  # never walks the provider's URL
+        await sdk.chat.completions.create(model="sim:../../v1/files", messages=HELLO)
     with pytest.raises(openai.BadRequestError, match="serves embed requests"):
         await sdk.chat.completions.create(model="search", messages=HELLO)
     with pytest.raises(openai.AuthenticationError):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from typing import Any
 
 from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -37,3 +38,25 @@ async def test_a_dead_connection_fails_every_waiting_call(redis_url: str) -> Non
     results = await asyncio.gather(*(batcher(["k"], [1]) for _ in range(3)), return_exceptions=True)
     assert all(isinstance(r, RedisConnectionError) for r in results), results
     await broken.aclose()
+
+
+async def test_after_a_partial_noscript_only_the_refused_calls_are_sent_again(redis: Redis) -> None:
+    class LoadedMidBatch(ScriptBatcher):
+        """The first pipeline's second half arrives after another client has loaded the script."""
+
+        first = True
+
+        async def _send(self, batch: list[Any]) -> list[Any]:
+            if not self.first:
+                return await super()._send(batch)
+            self.first, half = False, len(batch) // 2
+            refused = await super()._send(batch[:half])
+            await redis.script_load(INCR_BY)
+            return refused + await super()._send(batch[half:])
+
+    await redis.script_flush()
+    batcher = LoadedMidBatch(redis, redis.register_script(INCR_BY))
+    key = f"n:{uuid.uuid4()}"
+    results = await asyncio.gather(*(batcher([key], [1]) for _ in range(10)))
+    assert sorted(results) == list(range(1, 11))
+    assert int(await redis.get(key)) == 10  # each call ran exactly once

@@ -102,12 +102,13 @@ class Calls:
             await asyncio.shield(self._finish(gone, _flat(tries), JobStatus.CANCELED, []))
             raise
         if error is None:
-            call = Call(job, outcomes)
-            await self._finish(call, _flat(tries), JobStatus.SUCCEEDED, outcomes)
-            return call
-        retry_after = [a.retry_after_s for a in _flat(tries) if a.retry_after_s]
-        call = Call(job, error=error, retry_after_s=max(retry_after) if retry_after else None)
-        await self._finish(call, _flat(tries), JobStatus.FAILED, outcomes)
+            call, status = Call(job, outcomes), JobStatus.SUCCEEDED
+        else:
+            retry_after = [a.retry_after_s for a in _flat(tries) if a.retry_after_s]
+            call = Call(job, error=error, retry_after_s=max(retry_after) if retry_after else None)
+            status = JobStatus.FAILED
+        # Shielded: a caller leaving now (a stream's last byte sent) must not leave the call unrecorded.
+        await asyncio.shield(self._finish(call, _flat(tries), status, outcomes))
         return call
 
     async def _route(
@@ -141,6 +142,7 @@ class Calls:
         finally:
             for run in runs:
                 run.cancel()
+            await asyncio.wait(runs)  # cut-off attempts have recorded how they ended
         outcomes = [run.result() for run in runs if _succeeded(run)]
         for run in runs:
             if error is None and run.done() and not run.cancelled() and run.exception() is not None:

@@ -24,8 +24,9 @@ from aijobs.routing import Feature, Routing, Target
 
 #: Targets called directly are remembered (a replaced dataclass each call would be waste); bounded.
 MAX_DIRECT = 4_096
-#: A direct target's model name: what providers use, and safe in headers, URL paths and usage keys.
-_MODEL_NAME = re.compile(r"[A-Za-z0-9._:/@-]{1,200}")
+#: A direct target's model name: what providers use, and safe in headers, URL paths and usage keys
+#: (no leading ``/`` or ``.`` and no ``..`` segment: a name must not walk up the provider's URL).
+_MODEL_NAME = re.compile(r"[A-Za-z0-9_@-][A-Za-z0-9._:/@-]{0,199}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,7 +73,7 @@ class Catalog:
                 "GET /v1/models lists them",
                 param="model",
             )
-        if not _MODEL_NAME.fullmatch(provider_model):
+        if not _MODEL_NAME.fullmatch(provider_model) or ".." in provider_model.split("/"):
             raise InvalidRequest(
                 f"model: {provider_model!r} is not a model name (letters, digits and . _ : / @ -, "
                 "up to 200 characters)",

@@ -7,7 +7,8 @@ at most one loop turn longer; each call still gets its own result or exception.
 
 Calls go out as ``EVALSHA``. redis-py's own script pipelines ask ``SCRIPT EXISTS`` first, a second
 round trip on every flush; here the script is loaded only when the server answers ``NOSCRIPT``
-(first use, or after a restart), and the calls it refused are sent again (a refused call ran nothing).
+(first use, or after a restart), and only the calls it refused are sent again (a refused call ran
+nothing; the rest of a pipeline may have run, if another client loaded the script meanwhile).
 """
 
 from __future__ import annotations
@@ -43,9 +44,11 @@ class ScriptBatcher:
             batch, self._pending = self._pending[: self._max_batch], self._pending[self._max_batch :]
             try:
                 results = await self._send(batch)
-                if any(isinstance(result, NoScriptError) for result in results):
+                refused = [i for i, result in enumerate(results) if isinstance(result, NoScriptError)]
+                if refused:  # only these: the others ran (another client may load it mid-batch)
                     await self._redis.script_load(self._script.script)
-                    results = await self._send(batch)
+                    for i, result in zip(refused, await self._send([batch[i] for i in refused]), strict=True):
+                        results[i] = result
             except Exception as exc:  # the connection failed: every caller in the batch sees it
                 for _, _, future in batch:
                     if not future.done():

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import gzip
+import ssl
+import subprocess
 from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 
 import httpx2
 import pytest
 
 from aijobs.embedded_redis import free_port
-from aijobs.providers.transport import upstream_client
+from aijobs.providers.transport import Upstream, exchange, upstream_client
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 
@@ -129,3 +132,103 @@ async def test_a_connection_dropped_before_the_answer_is_a_protocol_error(client
     async with server:
         with pytest.raises(httpx2.RemoteProtocolError):
             await client.get(url + "/")
+
+
+@pytest.fixture
+async def upstream() -> AsyncIterator[Upstream]:
+    async with upstream_client() as http:
+        yield http
+
+
+def headed(handler_head: list[bytes]) -> Handler:
+    """Answers a small JSON body, keeping each request's head (and body) in ``handler_head``."""
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while head := await reader.readuntil(b"\r\n\r\n"):
+            fields = dict(line.split(b": ", 1) for line in head.split(b"\r\n")[1:] if b": " in line)
+            length = int({k.lower(): v for k, v in fields.items()}.get(b"content-length", b"0"))
+            handler_head.append(head + await reader.readexactly(length))
+            packed = gzip.compress(b'{"ok": true}')
+            await answer(
+                writer, f"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nContent-Length: {len(packed)}", packed
+            )
+
+    return handler
+
+
+async def test_a_whole_exchange_straight_to_the_pool(upstream: Upstream) -> None:
+    seen: list[bytes] = []
+    server, url = await serve(headed(seen))
+    async with server:
+        got = await exchange(
+            upstream, "POST", url + "/v1/x?sig=a%2Fb", content=b'{"a":1}', headers={"X-Key": "k"},
+            timeouts=httpx2.Timeout(5),
+        )  # fmt: skip
+    assert got.status_code == 200 and got.content == b'{"ok": true}'  # decompressed once
+    assert seen[0].startswith(b"POST /v1/x?sig=a%2Fb ") and seen[0].endswith(b'{"a":1}')
+    assert b"x-key: k" in seen[0].lower()
+
+
+async def test_exchange_errors_are_httpx2s(upstream: Upstream) -> None:
+    with pytest.raises(httpx2.ConnectError):
+        await exchange(upstream, "GET", f"http://127.0.0.1:{free_port()}/", content=None, headers={},
+                       timeouts=httpx2.Timeout(1))  # fmt: skip
+
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await asyncio.sleep(5)
+
+    server, url = await serve(silent)
+    async with server:
+        with pytest.raises(httpx2.ReadTimeout):
+            await exchange(upstream, "GET", url, content=None, headers={}, timeouts=httpx2.Timeout(0.2))
+        with pytest.raises(httpx2.LocalProtocolError):  # a key read from a file with its newline
+            await exchange(upstream, "GET", url, content=None, headers={"Authorization": "Bearer k\n"},
+                           timeouts=httpx2.Timeout(1))  # fmt: skip
+
+
+async def test_signed_urls_and_streamed_bodies_go_as_httpx2_built_them(client: httpx2.AsyncClient) -> None:
+    seen: list[bytes] = []
+
+    async def parts() -> AsyncIterator[bytes]:
+        yield b"one,"
+        yield b"two"
+
+    server, url = await serve(headed(seen))
+    async with server:
+        await client.get(url + "/o/a%2Fb?X-Amz-Signature=%7Eabc")
+        await client.post(url + "/upload", content=parts())
+    assert seen[0].startswith(b"GET /o/a%2Fb?X-Amz-Signature=%7Eabc ")
+    assert b"transfer-encoding" not in seen[1].lower() and seen[1].endswith(b"one,two")
+
+
+@pytest.fixture
+def certificate(tmp_path: Path) -> tuple[Path, Path]:
+    """A self-signed certificate for ``img.test`` and its key."""
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=img.test",
+         "-addext", "subjectAltName=DNS:img.test", "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    return cert, key
+
+
+async def test_tls_names_the_host_the_guard_checked(certificate: tuple[Path, Path]) -> None:
+    """The outbound guard connects to a pinned address and names the host for TLS (SNI, certificate)."""
+    cert, key = certificate
+    server_side = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_side.load_cert_chain(cert, key)
+    trust = ssl.create_default_context(cafile=str(cert))
+    server = await asyncio.start_server(
+        replying("HTTP/1.1 200 OK\r\nContent-Length: 2", b"ok", close=True), "127.0.0.1", 0, ssl=server_side
+    )
+    port = server.sockets[0].getsockname()[1]
+    async with server, Upstream(trust=trust) as http:
+        with pytest.raises(httpx2.ConnectError):  # the address alone does not match the certificate
+            await http.get(f"https://127.0.0.1:{port}/a.png")
+        pinned = await http.get(
+            f"https://127.0.0.1:{port}/a.png",
+            headers={"Host": "img.test"},
+            extensions={"sni_hostname": "img.test"},
+        )
+    assert pinned.status_code == 200 and pinned.content == b"ok"

@@ -17,7 +17,8 @@ from starlette.types import Receive, Scope, Send
 
 from aijobs.api.deps import Services, tenant
 from aijobs.api.errors import answer_for
-from aijobs.api.limits import read_body
+from aijobs.api.limits import declared_over, read_body
+from aijobs.errors import PayloadTooLarge
 
 #: A hot route's endpoint: the services, the caller's tenant and the request body → the answer.
 Endpoint = Callable[[Services, str, bytes], Awaitable[Response]]
@@ -39,8 +40,10 @@ class FastPaths:
         scope["app"] = self.app  # what Request.app (and so the services) is read from
         request = Request(scope, receive)
         try:
+            if declared_over(scope, self.max_body_bytes):  # refused unread, as BodyLimit does
+                raise PayloadTooLarge(f"the request body exceeds {self.max_body_bytes} bytes")
+            owner = await tenant(request)  # before reading: nobody without a key gets a buffer
             body = await read_body(scope, receive, self.max_body_bytes)
-            owner = await tenant(request)
             response = await endpoint(self.app.state.services, owner, body)
         except ClientDisconnect:
             return  # nobody to answer

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import ssl
 import urllib.request
 from collections.abc import AsyncIterator, Iterator, Mapping
 from dataclasses import dataclass
@@ -41,31 +42,42 @@ _CHUNK_BYTES = 64 * 1024
 class AiohttpTransport(httpx2.AsyncBaseTransport):
     """Sends httpx2 requests over one aiohttp connection pool (created on first use, in the loop)."""
 
-    def __init__(self, max_connections: int = 1000) -> None:
+    def __init__(self, max_connections: int = 1000, trust: ssl.SSLContext | None = None) -> None:
         self._max_connections = max_connections
+        self._trust = trust  # certificates to trust; None: the system's store
         self._session: aiohttp.ClientSession | None = None
 
     def _open(self) -> aiohttp.ClientSession:
         if self._session is None:
             connector = aiohttp.TCPConnector(
-                limit=self._max_connections, limit_per_host=0, keepalive_timeout=KEEPALIVE_S
+                limit=self._max_connections,
+                limit_per_host=0,
+                keepalive_timeout=KEEPALIVE_S,
+                ssl=self._trust or True,
             )
             self._session = aiohttp.ClientSession(connector=connector, cookie_jar=aiohttp.DummyCookieJar())
         return self._session
 
     async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
-        body = await request.aread()
+        body = await request.aread()  # a streamed body is read whole, so it goes with a Content-Length
+        headers = [
+            (k.decode("latin-1"), v.decode("latin-1"))
+            for k, v in request.headers.raw
+            if k.lower() != b"transfer-encoding"
+        ]
         with _mapped(request):
             response = await self._open().request(
                 request.method,
-                str(request.url),
-                headers=[(k.decode("latin-1"), v.decode("latin-1")) for k, v in request.headers.raw],
+                yarl.URL(str(request.url), encoded=True),  # as httpx2 encoded it: signed URLs stay intact
+                headers=headers,
                 data=body or None,
                 timeout=_client_timeout(request.extensions.get("timeout") or {}),
                 allow_redirects=False,
                 auto_decompress=False,
                 skip_auto_headers=("Accept-Encoding", "User-Agent", "Content-Type"),
                 proxy=_proxy(request.url.scheme, request.url.host),
+                # The outbound guard pins a checked address in the URL and names the host for TLS.
+                server_hostname=request.extensions.get("sni_hostname"),
             )
         return httpx2.Response(
             response.status,
@@ -83,7 +95,7 @@ class AiohttpTransport(httpx2.AsyncBaseTransport):
         timeouts: httpx2.Timeout,
     ) -> Answer:
         """Send one request and read its whole answer (decompressed), with httpx2's errors."""
-        parsed = yarl.URL(url)
+        parsed = yarl.URL(url, encoded="%" in url)  # escapes in an adapter's URL are meant as written
         with _mapped(None):
             async with self._open().request(
                 method,
@@ -131,7 +143,8 @@ def _proxy(scheme: str, host: str) -> str | None:
     transport honoured them (read here once per host: aiohttp's ``trust_env`` asks a thread each call)."""
     if urllib.request.proxy_bypass_environment(host):  # type: ignore[attr-defined]  # public, unstubbed
         return None
-    return urllib.request.getproxies_environment().get(scheme)
+    proxies = urllib.request.getproxies_environment()
+    return proxies.get(scheme) or proxies.get("all")
 
 
 class _Body(httpx2.AsyncByteStream):
@@ -167,13 +180,15 @@ def _mapped(request: httpx2.Request | None) -> Iterator[None]:
         raise httpx2.UnsupportedProtocol(str(exc), request=request) from exc
     except aiohttp.ClientError as exc:
         raise httpx2.ReadError(str(exc) or type(exc).__name__, request=request) from exc
+    except ValueError as exc:  # a header aiohttp refuses to send (a key with a newline in it, say)
+        raise httpx2.LocalProtocolError(str(exc), request=request) from exc
 
 
 class Upstream(httpx2.AsyncClient):
     """httpx2's client over an :class:`AiohttpTransport`, whose pool :func:`exchange` can use directly."""
 
-    def __init__(self, max_connections: int = 1000) -> None:
-        self.pool = AiohttpTransport(max_connections)
+    def __init__(self, max_connections: int = 1000, trust: ssl.SSLContext | None = None) -> None:
+        self.pool = AiohttpTransport(max_connections, trust)
         super().__init__(timeout=httpx2.Timeout(60.0, connect=5.0), transport=self.pool)
 
 

@@ -258,6 +258,10 @@ class Router:
             with logs.bind(target=str(target), attempt=len(attempts)):
                 async with asyncio.timeout(feature.timeout_s):
                     result = await self._call(adapter, target, feature, request, attempt, started, stream)
+        except asyncio.CancelledError:  # cut off from outside (a deadline, a cancel): not the target's doing
+            attempt.latency_ms = (time.perf_counter() - started) * 1000
+            attempt.outcome = "canceled"
+            raise
         except Exception as exc:  # every failure becomes an attempt record, then a decision
             error = _as_error(exc, target, feature.timeout_s, submit=isinstance(adapter, TaskAdapter))
             attempt.latency_ms = (time.perf_counter() - started) * 1000
