@@ -102,6 +102,13 @@ async def test_put_bytes_round_trips(store: BlobStore) -> None:
     assert await read_all(store, "acme/job_01/0.png") == data
 
 
+async def test_reads_resume_from_an_offset(store: BlobStore) -> None:
+    data = os.urandom(300_000)  # several read chunks
+    await store.put("acme/files/in.jsonl", data, "application/jsonl")
+    for offset in (1, 65_536, 299_999):
+        assert b"".join([c async for c in store.read("acme/files/in.jsonl", offset)]) == data[offset:]
+
+
 async def test_put_replaces_an_existing_blob(store: BlobStore) -> None:
     await store.put("acme/job_01/0.bin", b"old bytes", "application/octet-stream")
     await store.put("acme/job_01/0.bin", b"new", "text/plain")

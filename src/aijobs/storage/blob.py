@@ -58,8 +58,8 @@ class BlobStore(Protocol):
         """A URL anyone holding it can GET the blob from, for ``ttl_s`` seconds."""
         ...
 
-    def read(self, key: str) -> AsyncIterator[bytes]:
-        """The blob's bytes in chunks; raises BlobNotFound before yielding anything."""
+    def read(self, key: str, offset: int = 0) -> AsyncIterator[bytes]:
+        """The blob's bytes from ``offset`` on, in chunks; raises BlobNotFound before yielding anything."""
         ...
 
     async def stat(self, key: str) -> tuple[int, str]:

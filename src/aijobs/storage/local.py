@@ -92,13 +92,15 @@ class LocalStore:
     def _sign(self, key: str, expires: int) -> str:
         return hmac.new(self._secret, f"{key}\n{expires}".encode(), hashlib.sha256).hexdigest()
 
-    async def read(self, key: str) -> AsyncIterator[bytes]:
+    async def read(self, key: str, offset: int = 0) -> AsyncIterator[bytes]:
         path = self.path_for(key)
         try:
             file = await asyncio.to_thread(path.open, "rb")
         except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
             raise BlobNotFound(key) from None
         try:
+            if offset:
+                await asyncio.to_thread(file.seek, offset)
             while chunk := await asyncio.to_thread(file.read, READ_CHUNK_BYTES):
                 yield chunk
         finally:

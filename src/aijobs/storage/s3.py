@@ -160,9 +160,10 @@ class S3Store:
         )
         return url
 
-    async def read(self, key: str) -> AsyncIterator[bytes]:
+    async def read(self, key: str, offset: int = 0) -> AsyncIterator[bytes]:
+        ranged = {"Range": f"bytes={offset}-"} if offset else {}
         try:
-            response = await self._client.get_object(Bucket=self.bucket, Key=check_key(key))
+            response = await self._client.get_object(Bucket=self.bucket, Key=check_key(key), **ranged)
         except ClientError as exc:
             raise _not_found_or(exc, key) from None
         body = response["Body"]
