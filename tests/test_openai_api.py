@@ -16,6 +16,7 @@ from typing import Any
 
 import httpx2
 import openai
+import orjson
 import pytest
 from openai import AsyncOpenAI
 
@@ -345,3 +346,23 @@ async def test_a_stored_output_that_has_gone_is_an_error_answer(tmp_path: Path) 
         await media._opened(svc, "t/job_1/0.wav")
     await blobs.put("t/job_1/empty.wav", b"", "audio/wav")
     assert await media._read(svc, "t/job_1/empty.wav") == b""
+
+
+async def test_batch_input_files_upload_checked_and_download(sdk: AsyncOpenAI) -> None:
+    lines = [
+        {"custom_id": f"r{i}", "method": "POST", "url": "/v1/chat/completions",
+         "body": {"model": "support-chat", "messages": [{"role": "user", "content": f"question {i}"}]}}
+        for i in range(3)
+    ]  # fmt: skip
+    data = b"\n".join(orjson.dumps(line) for line in lines) + b"\n"
+    uploaded = await sdk.files.create(file=("in.jsonl", data), purpose="batch")
+    assert uploaded.purpose == "batch" and uploaded.bytes == len(data)
+    assert uploaded.model_extra is not None and uploaded.model_extra["lines"] == 3
+    assert (await sdk.files.content(uploaded.id)).content == data
+    assert (await sdk.files.retrieve(uploaded.id)).filename == "in.jsonl"
+    broken = data + b'{"custom_id": "r1", "method": "POST"}\n{oops\n'
+    with pytest.raises(openai.BadRequestError) as bad:
+        await sdk.files.create(file=("bad.jsonl", broken), purpose="batch")
+    error: Any = bad.value.body
+    assert error["param"] == "file" and error["message"].startswith("file: 2 bad line(s); the first, line 4")
+    assert [(d["line"], d["param"]) for d in error["details"]] == [(4, "url"), (5, None)]

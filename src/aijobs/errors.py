@@ -38,7 +38,7 @@ The Router reads ``retry`` and ``fallback`` off the class; it never ladders on `
 from __future__ import annotations
 
 import re
-from typing import ClassVar
+from typing import Any, ClassVar
 
 #: Everything that looks like a credential is replaced before an error body is stored or logged.
 _SECRET_PATTERNS = re.compile(
@@ -59,10 +59,14 @@ class AijobsError(Exception):
     code: ClassVar[str] = "gateway_internal"
     http_status: ClassVar[int] = 500
 
-    def __init__(self, message: str, *, param: str | None = None) -> None:
+    def __init__(
+        self, message: str, *, param: str | None = None, details: list[dict[str, Any]] | None = None
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.param = param
+        #: Itemised problems (a batch file's bad lines), when one message cannot hold them.
+        self.details = details
 
     def to_dict(self) -> dict[str, str | None]:
         """The public error shape: ``{"code", "message", "param"}``."""

@@ -48,6 +48,8 @@ class FileRecord:
     sha256: str
     created_at: float
     expires_at: float
+    #: A batch input file's number of requests.
+    lines: int | None = None
 
     @property
     def key(self) -> str:
@@ -59,7 +61,7 @@ class FileRecord:
             "id": self.id, "object": "file", "purpose": self.purpose, "filename": self.filename,
             "bytes": self.bytes, "content_type": self.content_type, "sha256": self.sha256,
             "created_at": int(self.created_at), "expires_at": int(self.expires_at),
-        }  # fmt: skip
+        } | ({"lines": self.lines} if self.lines is not None else {})  # fmt: skip
 
 
 def new_file_id() -> str:

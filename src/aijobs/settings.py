@@ -61,6 +61,10 @@ class Settings(BaseSettings):
         default=10 * 1024 * 1024, ge=1024, description="An input image fetched from a URL, at most."
     )
     file_ttl_s: int = Field(default=7 * 24 * 3600, ge=60, description="How long uploaded files are kept.")
+    max_batch_lines: int = Field(default=200_000, ge=1, description="Requests in one batch input file.")
+    max_batch_line_bytes: int = Field(
+        default=1024 * 1024, ge=1024, description="One request line of a batch input file, at most."
+    )
     outbound_allow: str = Field(
         default="", description="Hosts and CIDRs the outbound URL guard lets through (comma-separated)."
     )

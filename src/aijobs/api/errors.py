@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import orjson
 from fastapi import Request, Response
@@ -27,7 +28,10 @@ from aijobs.errors import AijobsError, CallerError, InternalError, InvalidReques
 log = logging.getLogger(__name__)
 
 #: Where the OpenAI-compatible surface lives (its paths take OpenAI's status codes).
-OPENAI_PATHS = ("/v1/chat/", "/v1/embeddings", "/v1/rerank", "/v1/images/", "/v1/audio/", "/v1/models")
+OPENAI_PATHS = (
+    "/v1/chat/", "/v1/embeddings", "/v1/rerank", "/v1/images/", "/v1/audio/", "/v1/models", "/v1/files",
+    "/v1/batches",
+)  # fmt: skip
 _OPENAI_STATUS = {
     "caller_invalid_request": 400,
     "provider_rejected": 400,
@@ -57,15 +61,22 @@ _HTTP_CODES = {
 }
 
 
-def error_body(status: int, code: str, message: str, param: str | None = None) -> bytes:
-    """The error shape as JSON bytes."""
+def error_body(
+    status: int, code: str, message: str, param: str | None = None, details: list[Any] | None = None
+) -> bytes:
+    """The error shape as JSON bytes (``details`` only when there are itemised problems)."""
     kind = "insufficient_quota" if code == "gateway_budget_exceeded" else _TYPES.get(status)
-    error = {"code": code, "message": message, "param": param, "type": kind or "api_error"}
+    error: dict[str, Any] = {"code": code, "message": message, "param": param, "type": kind or "api_error"}
+    if details is not None:
+        error["details"] = details
     return orjson.dumps({"error": error})
 
 
-def error_response(status: int, code: str, message: str, param: str | None = None) -> Response:
-    return Response(error_body(status, code, message, param), status, media_type="application/json")
+def error_response(
+    status: int, code: str, message: str, param: str | None = None, details: list[Any] | None = None
+) -> Response:
+    body = error_body(status, code, message, param, details)
+    return Response(body, status, media_type="application/json")
 
 
 def status_for(error: AijobsError, openai: bool) -> int:
@@ -81,7 +92,7 @@ def openai_status(code: str) -> int:
 def aijobs_error_response(error: AijobsError, openai: bool, retry_after_s: float | None = None) -> Response:
     """The response for ``error``; a 429 says when to come back (``Retry-After``, whole seconds)."""
     status = status_for(error, openai)
-    response = error_response(status, error.code, error.message, error.param)
+    response = error_response(status, error.code, error.message, error.param, error.details)
     if status == 429 and retry_after_s:
         response.headers["Retry-After"] = str(max(1, round(retry_after_s)))
     return response

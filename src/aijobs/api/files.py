@@ -1,8 +1,12 @@
-"""The files API: upload an input image once, then name it in jobs (``input.image: "file_..."``).
+"""The files API: input images named in jobs (``input.image: "file_..."``) and batch input files.
 
 ``POST /v1/files`` takes OpenAI's multipart shape (``file`` and ``purpose``), so the OpenAI SDK's
-``client.files.create`` works. An upload is checked by its bytes (PNG, JPEG, GIF or WebP), limited
-to ``AIJOBS_MAX_UPLOAD_BYTES``, streamed into the BlobStore and hashed on the way.
+``client.files.create`` and ``client.files.content`` work. An upload is limited to
+``AIJOBS_MAX_UPLOAD_BYTES``, streamed into the BlobStore and hashed on the way, and checked first:
+
+- ``vision`` / ``user_data``: by its bytes (PNG, JPEG, GIF or WebP);
+- ``batch``: every line, as a batch would run it (:mod:`aijobs.api.openai.batchfile`); a file with
+  bad lines is refused with each line's problem in ``error.details``.
 """
 
 from __future__ import annotations
@@ -13,18 +17,22 @@ from typing import Annotated
 
 import orjson
 from fastapi import APIRouter, Depends, Request, Response
+from fastapi.responses import StreamingResponse
 from starlette.datastructures import UploadFile
 
 from aijobs.api.deps import Services, services, tenant
-from aijobs.errors import InvalidRequest, NotFound, PayloadTooLarge
+from aijobs.api.openai import batchfile
+from aijobs.errors import InvalidRequest, NotFound, PayloadTooLarge, StorageError
 from aijobs.files import FileRecord, new_file_id, sniff_image
-from aijobs.storage import BlobTooLarge
+from aijobs.storage import BlobNotFound, BlobTooLarge
 
 router = APIRouter(prefix="/v1/files", tags=["files"])
 Svc = Annotated[Services, Depends(services)]
 Tenant = Annotated[str, Depends(tenant)]
 #: Purposes an image input may be uploaded under (OpenAI's names for it).
 IMAGE_PURPOSES = frozenset({"vision", "user_data"})
+BATCH_PURPOSE = "batch"
+PURPOSES = IMAGE_PURPOSES | {BATCH_PURPOSE}
 READ_CHUNK_BYTES = 256 * 1024
 MAX_FILENAME_CHARS = 255
 
@@ -33,32 +41,48 @@ def _json(payload: object, status_code: int) -> Response:
     return Response(orjson.dumps(payload), status_code, media_type="application/json")
 
 
-@router.post("", summary="Upload a file (an input image)")
+@router.post("", summary="Upload a file (an input image or a batch input file)")
 async def upload(request: Request, svc: Svc, owner: Tenant) -> Response:
-    """Multipart ``file`` + ``purpose`` (``vision`` or ``user_data``); answers the file object."""
+    """Multipart ``file`` + ``purpose`` (``vision``, ``user_data`` or ``batch``); answers the file object."""
     if not request.headers.get("content-type", "").startswith("multipart/form-data"):
         raise InvalidRequest(
             "send the file as multipart/form-data with fields 'file' and 'purpose'", param="file"
         )
     async with request.form(max_files=1, max_fields=4) as form:
         purpose, upload = form.get("purpose"), form.get("file")
-        if not isinstance(purpose, str) or purpose not in IMAGE_PURPOSES:
-            raise InvalidRequest(
-                f"purpose: must be one of {', '.join(sorted(IMAGE_PURPOSES))}", param="purpose"
-            )
+        if not isinstance(purpose, str) or purpose not in PURPOSES:
+            raise InvalidRequest(f"purpose: must be one of {', '.join(sorted(PURPOSES))}", param="purpose")
         if not isinstance(upload, UploadFile):
             raise InvalidRequest("file: a file part is required", param="file")
-        head = await upload.read(16)
-        content_type = sniff_image(head)
-        if content_type is None:
-            raise InvalidRequest("file: must be a PNG, JPEG, GIF or WebP image", param="file")
+        content_type, lines = await _checked(svc, purpose, upload)
         await upload.seek(0)
-        record = await _store(svc, owner, purpose, upload, content_type)
+        record = await _store(svc, owner, purpose, upload, content_type, lines)
     return _json(record.view(), 200)
 
 
+async def _checked(svc: Services, purpose: str, upload: UploadFile) -> tuple[str, int | None]:
+    """The upload's content type (and a batch file's number of requests); a 4xx saying what is wrong."""
+    if purpose == BATCH_PURPOSE:
+        return "application/jsonl", await _batch_lines(svc, upload)
+    content_type = sniff_image(await upload.read(16))
+    if content_type is None:
+        raise InvalidRequest("file: must be a PNG, JPEG, GIF or WebP image", param="file")
+    return content_type, None
+
+
+async def _batch_lines(svc: Services, upload: UploadFile) -> int:
+    """The number of requests in a batch input file; a 400 listing its bad lines otherwise."""
+    settings = svc.settings
+    checked = await batchfile.check(_chunks(upload), settings.max_batch_lines, settings.max_batch_line_bytes)
+    if checked.error_count:
+        first = checked.errors[0]
+        message = f"file: {checked.error_count} bad line(s); the first, line {first.line}: {first.message}"
+        raise InvalidRequest(message, param="file", details=[error.view() for error in checked.errors])
+    return checked.lines
+
+
 async def _store(
-    svc: Services, owner: str, purpose: str, upload: UploadFile, content_type: str
+    svc: Services, owner: str, purpose: str, upload: UploadFile, content_type: str, lines: int | None
 ) -> FileRecord:
     file_id, now = new_file_id(), time.time()
     key = f"files/{owner}/{file_id}"
@@ -70,7 +94,7 @@ async def _store(
     filename = (upload.filename or "upload")[:MAX_FILENAME_CHARS]
     record = FileRecord(
         file_id, owner, purpose, filename, content_type, blob.bytes, blob.sha256, now,
-        now + svc.settings.file_ttl_s,
+        now + svc.settings.file_ttl_s, lines,
     )  # fmt: skip
     await svc.files.save(record)
     return record
@@ -91,6 +115,24 @@ async def _owned(svc: Services, file_id: str, owner: str) -> FileRecord:
 @router.get("/{file_id}", summary="Fetch a file's metadata")
 async def get_file(file_id: str, svc: Svc, owner: Tenant) -> Response:
     return _json((await _owned(svc, file_id, owner)).view(), 200)
+
+
+@router.get("/{file_id}/content", summary="Download a file's bytes")
+async def get_content(file_id: str, svc: Svc, owner: Tenant) -> Response:
+    record = await _owned(svc, file_id, owner)
+    try:
+        chunks = svc.blobs.read(record.key)
+        first = await anext(chunks, b"")
+    except BlobNotFound:
+        raise StorageError(f"the file {file_id!r} is no longer in the store") from None
+    headers = {"content-length": str(record.bytes)}
+    return StreamingResponse(_then(first, chunks), media_type=record.content_type, headers=headers)
+
+
+async def _then(first: bytes, rest: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    yield first
+    async for chunk in rest:
+        yield chunk
 
 
 @router.delete("/{file_id}", summary="Delete a file")

@@ -1,0 +1,140 @@
+"""Batch input files: OpenAI's JSONL, one request per line, checked line by line as it streams in.
+
+Each line is ``{"custom_id": ..., "method": "POST", "url": <endpoint>, "body": {...}}``:
+
+- ``custom_id``: 1 to 64 characters, unique in the file (results are matched to requests by it);
+- ``url``: ``/v1/chat/completions``, ``/v1/embeddings`` or ``/v1/rerank``, the same for every line;
+- ``body``: that endpoint's request, validated as the endpoint itself would (``stream`` is refused:
+  a batch line has nobody to stream to).
+
+Problems are collected per line (up to :data:`MAX_REPORTED`) with the line's number, so a caller
+can fix a file in one pass. Memory grows with the number of distinct ``custom_id`` values only.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import AsyncIterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+from pydantic import BaseModel
+
+from aijobs.api.openai.chat import ChatCompletionRequest
+from aijobs.api.openai.vectors import EmbeddingsRequest, RerankRequest
+from aijobs.api.openai.wire import parse
+from aijobs.errors import InvalidRequest
+
+#: Endpoints a batch may call, and the request model of each.
+ENDPOINTS: dict[str, type[BaseModel]] = {
+    "/v1/chat/completions": ChatCompletionRequest,
+    "/v1/embeddings": EmbeddingsRequest,
+    "/v1/rerank": RerankRequest,
+}
+MAX_CUSTOM_ID_CHARS = 64
+#: Line problems listed in one answer; the count covers them all.
+MAX_REPORTED = 100
+_FIELDS = frozenset({"custom_id", "method", "url", "body"})
+
+
+@dataclass(frozen=True, slots=True)
+class LineError:
+    """One line's problem: 1-based ``line``, the field it is in, and what is wrong."""
+
+    line: int
+    message: str
+    param: str | None = None
+
+    def view(self) -> dict[str, Any]:
+        return {"line": self.line, "param": self.param, "message": self.message}
+
+
+@dataclass(slots=True)
+class Checked:
+    """What a batch file holds: its request lines and endpoint, or the problems found."""
+
+    lines: int = 0
+    endpoint: str | None = None
+    errors: list[LineError] = field(default_factory=list)
+    error_count: int = 0
+
+    def fail(self, error: LineError) -> None:
+        self.error_count += 1
+        if len(self.errors) < MAX_REPORTED:
+            self.errors.append(error)
+
+
+async def check(chunks: AsyncIterable[bytes], max_lines: int, max_line_bytes: int) -> Checked:
+    """Read ``chunks`` (a JSONL file) once and check every line (see the module docstring)."""
+    checked, seen = Checked(), set[bytes]()
+    number, rest = 0, b""
+    async for chunk in chunks:
+        *complete, rest = (rest + chunk).split(b"\n")
+        if len(rest) > max_line_bytes:
+            checked.fail(LineError(number + 1, f"the line is longer than {max_line_bytes} bytes"))
+            return checked
+        for raw in complete:
+            number += 1
+            _check_line(raw, number, checked, seen)
+    if rest.strip():
+        number += 1
+        _check_line(rest, number, checked, seen)
+    if checked.lines > max_lines:
+        checked.fail(LineError(number, f"the file has {checked.lines} requests; the limit is {max_lines}"))
+    if checked.lines == 0 and not checked.error_count:
+        checked.fail(LineError(1, "the file has no requests"))
+    return checked
+
+
+def _check_line(raw: bytes, number: int, checked: Checked, seen: set[bytes]) -> None:
+    if not raw.strip():
+        return
+    checked.lines += 1
+    try:
+        request = request_line(raw)
+    except InvalidRequest as exc:
+        checked.fail(LineError(number, exc.message, exc.param))
+        return
+    url, custom_id = request["url"], request["custom_id"]
+    if checked.endpoint is None:
+        checked.endpoint = url
+    elif url != checked.endpoint:
+        checked.fail(LineError(number, f"url: every line must call {checked.endpoint}, not {url}", "url"))
+    digest = hashlib.blake2b(custom_id.encode(), digest_size=16).digest()
+    if digest in seen:
+        checked.fail(LineError(number, f"custom_id: {custom_id!r} is used by an earlier line", "custom_id"))
+    seen.add(digest)
+
+
+def request_line(raw: bytes) -> dict[str, Any]:
+    """One line as its parts, its body validated for its endpoint; :class:`InvalidRequest` naming the
+    field otherwise (a body field is named ``body.<field>``)."""
+    try:
+        line = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise InvalidRequest("the line is not valid JSON") from None
+    if not isinstance(line, dict):
+        raise InvalidRequest("the line must be a JSON object")
+    if unknown := sorted(set(line) - _FIELDS):
+        raise InvalidRequest(f"{unknown[0]}: unknown field", param=unknown[0])
+    custom_id = line.get("custom_id")
+    if not isinstance(custom_id, str) or not 0 < len(custom_id) <= MAX_CUSTOM_ID_CHARS:
+        message = f"custom_id: a string of 1 to {MAX_CUSTOM_ID_CHARS} characters"
+        raise InvalidRequest(message, param="custom_id")
+    if line.get("method") != "POST":
+        raise InvalidRequest("method: must be POST", param="method")
+    url = line.get("url")
+    if url not in ENDPOINTS:
+        raise InvalidRequest(f"url: must be one of {', '.join(ENDPOINTS)}", param="url")
+    body = line.get("body")
+    if not isinstance(body, dict):
+        raise InvalidRequest("body: must be a JSON object", param="body")
+    if body.get("stream"):
+        raise InvalidRequest("body.stream: a batch request cannot stream", param="body.stream")
+    try:
+        parse(ENDPOINTS[url], orjson.dumps(body))
+    except InvalidRequest as exc:
+        param = f"body.{exc.param}" if exc.param else "body"
+        raise InvalidRequest(f"body.{exc.message}" if exc.param else exc.message, param=param) from None
+    return line
