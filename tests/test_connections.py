@@ -44,8 +44,9 @@ async def test_a_client_runs_commands_scripts_and_pipelines(redis_url: str) -> N
     try:
         await client.set("packed:k", 1.25)
         assert await client.get("packed:k") == b"1.25"
-        script = client.register_script("return redis.call('INCRBYFLOAT', KEYS[1], ARGV[1])")
-        assert await script(keys=["packed:n"], args=[0.5]) is not None
+        # Not INCRBYFLOAT: the bundled test Redis (6.2) corrupts its heap running it from Lua.
+        script = client.register_script("return redis.call('INCRBY', KEYS[1], ARGV[1])")
+        assert await script(keys=["packed:n"], args=[5]) == 5
         async with client.pipeline(transaction=True) as pipe:
             pipe.incr("packed:i")
             pipe.incr("packed:i")
