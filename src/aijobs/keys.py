@@ -41,6 +41,22 @@ class Keys:
         return f"{cls.prefix}idem:{tenant}:{key_hash}"
 
     @classmethod
+    def batch(cls, batch_id: str) -> str:
+        return f"{cls.prefix}batch:{batch_id}"
+
+    @classmethod
+    def batch_lines(cls, batch_id: str) -> str:
+        return f"{cls.prefix}batch:{batch_id}:lines"
+
+    @classmethod
+    def batch_open(cls, batch_id: str) -> str:
+        return f"{cls.prefix}batch:{batch_id}:open"
+
+    @classmethod
+    def tenant_batches(cls, tenant: str) -> str:
+        return f"{cls.prefix}batches:{tenant}"
+
+    @classmethod
     def pending(cls, lane: str) -> str:
         return f"{cls.prefix}pending:{lane}"
 

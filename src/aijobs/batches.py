@@ -1,0 +1,246 @@
+"""Batches: a file of requests run as jobs on the batch lane, with one record for the whole.
+
+A batch moves ``validating → in_progress → finalizing → completed``; it may end ``failed`` (its
+input could not be run), ``expired`` (its completion window ran out) or, through ``cancelling``,
+``cancelled``. The terminal set is :data:`TERMINAL`; every move is compare-and-set against
+:data:`ALLOWED_FROM`, in one script, so two drivers can never both finish a batch.
+
+In Redis (key names in :class:`~aijobs.keys.Keys`):
+
+- the record, a hash: the fields of :class:`Batch`, counters kept by ``HINCRBY``;
+- the line map, a hash: line number → the id of the job running it;
+- the open set: ids of line jobs not yet counted as finished. :meth:`BatchStore.settle` moves a
+  finished one out and counts it in the same script, so a line is counted exactly once however
+  often a driver retries;
+- the tenant's index, a sorted set by creation time, for listing.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass, field
+from enum import StrEnum
+from typing import Any
+
+import orjson
+from redis.asyncio import Redis
+
+from aijobs.jobs import TERMINAL as JOB_TERMINAL
+from aijobs.jobs import JobStatus
+from aijobs.keys import Keys
+from aijobs.scriptbatch import ScriptBatcher
+
+
+class BatchStatus(StrEnum):
+    VALIDATING = "validating"
+    IN_PROGRESS = "in_progress"
+    FINALIZING = "finalizing"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    EXPIRED = "expired"
+    CANCELLING = "cancelling"
+    CANCELLED = "cancelled"
+
+
+TERMINAL: frozenset[BatchStatus] = frozenset(
+    {BatchStatus.COMPLETED, BatchStatus.FAILED, BatchStatus.EXPIRED, BatchStatus.CANCELLED}
+)
+_RUNNING = frozenset({BatchStatus.VALIDATING, BatchStatus.IN_PROGRESS})
+#: to-status → the statuses it may come from.
+ALLOWED_FROM: dict[BatchStatus, frozenset[BatchStatus]] = {
+    BatchStatus.IN_PROGRESS: frozenset({BatchStatus.VALIDATING}),
+    BatchStatus.FINALIZING: _RUNNING | {BatchStatus.CANCELLING},
+    BatchStatus.COMPLETED: frozenset({BatchStatus.FINALIZING}),
+    BatchStatus.FAILED: _RUNNING | {BatchStatus.FINALIZING},
+    BatchStatus.EXPIRED: frozenset({BatchStatus.FINALIZING}),
+    BatchStatus.CANCELLING: _RUNNING,
+    BatchStatus.CANCELLED: frozenset({BatchStatus.FINALIZING}),
+}
+BATCH_ID_PREFIX = "batch_"
+#: Counted line outcomes: a succeeded job is ``completed``, any other ending ``failed``.
+_COUNTERS = ("completed", "failed")
+_JSON_FIELDS = frozenset({"metadata", "errors"})
+
+
+def new_batch_id() -> str:
+    return BATCH_ID_PREFIX + os.urandom(12).hex()
+
+
+@dataclass(slots=True)
+class Batch:
+    """One batch's record (see the module docstring)."""
+
+    id: str
+    tenant: str
+    endpoint: str
+    input_file_id: str
+    completion_window: str
+    feature: str
+    created_at: float
+    expires_at: float
+    status: BatchStatus = BatchStatus.VALIDATING
+    metadata: dict[str, str] = field(default_factory=dict)
+    total: int = 0
+    #: Lines read from the input so far, and where in it (bytes) the next one starts.
+    expanded: int = 0
+    offset: int = 0
+    completed: int = 0
+    failed: int = 0
+    #: Where a ``finalizing`` batch is heading: completed, expired or cancelled.
+    ending: str = ""
+    output_file_id: str = ""
+    error_file_id: str = ""
+    errors: list[dict[str, Any]] = field(default_factory=list)
+    in_progress_at: float = 0.0
+    finalizing_at: float = 0.0
+    ended_at: float = 0.0
+    cancelling_at: float = 0.0
+
+    def view(self) -> dict[str, Any]:
+        """OpenAI's batch object."""
+        ended = {status: int(self.ended_at) if self.status is status else None for status in TERMINAL}
+        return {
+            "id": self.id, "object": "batch", "endpoint": self.endpoint, "input_file_id": self.input_file_id,
+            "completion_window": self.completion_window, "status": self.status.value,
+            "output_file_id": self.output_file_id or None, "error_file_id": self.error_file_id or None,
+            "created_at": int(self.created_at), "expires_at": int(self.expires_at),
+            "in_progress_at": int(self.in_progress_at) or None,
+            "finalizing_at": int(self.finalizing_at) or None,
+            "completed_at": ended[BatchStatus.COMPLETED], "failed_at": ended[BatchStatus.FAILED],
+            "expired_at": ended[BatchStatus.EXPIRED], "cancelling_at": int(self.cancelling_at) or None,
+            "cancelled_at": ended[BatchStatus.CANCELLED],
+            "request_counts": {"total": self.total, "completed": self.completed, "failed": self.failed},
+            "errors": {"object": "list", "data": self.errors} if self.errors else None,
+            "metadata": self.metadata or None, "feature": self.feature,
+        }  # fmt: skip
+
+
+def _encode(batch: Batch) -> list[Any]:
+    pairs: list[Any] = []
+    for name, value in asdict(batch).items():
+        pairs += [name, orjson.dumps(value) if name in _JSON_FIELDS else value]
+    return pairs
+
+
+def _decode(raw: dict[bytes, bytes]) -> Batch:
+    fields: dict[str, Any] = {key.decode(): value.decode() for key, value in raw.items()}
+    for name in _JSON_FIELDS:
+        fields[name] = orjson.loads(fields[name])
+    for name, kind in Batch.__annotations__.items():
+        if name in fields and kind in ("int", "float"):
+            fields[name] = int(fields[name]) if kind == "int" else float(fields[name])
+    fields["status"] = BatchStatus(fields["status"])
+    return Batch(**fields)
+
+
+# KEYS: batch, tenant index. ARGV: id, created ms, pair items…
+_CREATE = """
+redis.call('HSET', KEYS[1], unpack(ARGV, 3))
+redis.call('ZADD', KEYS[2], ARGV[2], ARGV[1])
+"""
+
+# KEYS: batch. ARGV: to, allowed-from (",a,b,"), pair items to set…
+_MOVE = """
+local current = redis.call('HGET', KEYS[1], 'status')
+if not current then return false end
+if not string.find(ARGV[2], ',' .. current .. ',', 1, true) then return current end
+redis.call('HSET', KEYS[1], 'status', ARGV[1])
+if #ARGV > 2 then redis.call('HSET', KEYS[1], unpack(ARGV, 3)) end
+return 1
+"""
+
+# KEYS: batch, open set. ARGV: pairs of (job id, counter) for finished line jobs.
+# Returns how many were counted now (a retried call counts none twice).
+_SETTLE = """
+local counted = 0
+for i = 1, #ARGV, 2 do
+  if redis.call('SREM', KEYS[2], ARGV[i]) == 1 then
+    redis.call('HINCRBY', KEYS[1], ARGV[i + 1], 1)
+    counted = counted + 1
+  end
+end
+return counted
+"""
+
+
+class BatchStore:
+    """Batch records, line maps and open sets in Redis (see the module docstring)."""
+
+    def __init__(self, redis: Redis, ttl_s: int) -> None:
+        self.redis = redis
+        self.ttl_s = ttl_s
+        self._create = redis.register_script(_CREATE)
+        self._move = ScriptBatcher(redis, redis.register_script(_MOVE))
+        self._settle = ScriptBatcher(redis, redis.register_script(_SETTLE))
+
+    async def create(self, batch: Batch) -> None:
+        keys = [Keys.batch(batch.id), Keys.tenant_batches(batch.tenant)]
+        await self._create(keys=keys, args=[batch.id, int(batch.created_at * 1000), *_encode(batch)])
+        await self.redis.expire(Keys.batch(batch.id), self.ttl_s)
+
+    async def get(self, batch_id: str, tenant: str | None = None) -> Batch | None:
+        """The record, or ``None`` when missing or (with ``tenant``) someone else's."""
+        raw: dict[bytes, bytes] = await self.redis.hgetall(Keys.batch(batch_id))  # type: ignore[misc]
+        if not raw:
+            return None
+        batch = _decode(raw)
+        return batch if tenant is None or batch.tenant == tenant else None
+
+    async def page(self, tenant: str, limit: int, after: str | None = None) -> tuple[list[Batch], bool]:
+        """The tenant's batches, newest first, after the one named ``after``; and whether more follow."""
+        index = Keys.tenant_batches(tenant)
+        start = 0
+        if after is not None:
+            rank = await self.redis.zrevrank(index, after)
+            if rank is None:
+                return [], False
+            start = rank + 1
+        ids = [i.decode() for i in await self.redis.zrevrange(index, start, start + limit)]
+        found = [batch for batch in [await self.get(i, tenant) for i in ids[:limit]] if batch is not None]
+        return found, len(ids) > limit
+
+    async def move(self, batch_id: str, to: BatchStatus, **fields: Any) -> BatchStatus | None:
+        """Set ``to`` (and ``fields``) if the status allows it. Returns ``None`` when it moved, else the
+        status that refused it (:class:`LookupError` when there is no such batch)."""
+        allowed = "," + ",".join(status.value for status in ALLOWED_FROM[to]) + ","
+        pairs = [item for name, value in fields.items() for item in (name, value)]
+        result = await self._move([Keys.batch(batch_id)], [to.value, allowed, *pairs])
+        if result is None:
+            raise LookupError(batch_id)
+        return None if result == 1 else BatchStatus(result.decode())
+
+    async def update(self, batch_id: str, **fields: Any) -> None:
+        """Set progress fields that only the batch's one driver writes (offset, expanded, total…)."""
+        pairs = [item for name, value in fields.items() for item in (name, value)]
+        await self.redis.hset(Keys.batch(batch_id), *pairs)  # type: ignore[misc, arg-type]
+
+    async def add_lines(self, batch_id: str, jobs: dict[int, str]) -> None:
+        """Record which job runs each line, and open them (both idempotent)."""
+        if not jobs:
+            return
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hset(Keys.batch_lines(batch_id), mapping={str(n): job for n, job in jobs.items()})
+            pipe.sadd(Keys.batch_open(batch_id), *jobs.values())
+            pipe.expire(Keys.batch_lines(batch_id), self.ttl_s)
+            pipe.expire(Keys.batch_open(batch_id), self.ttl_s)
+            await pipe.execute()
+
+    async def open_jobs(self, batch_id: str) -> list[str]:
+        return [job.decode() for job in await self.redis.smembers(Keys.batch_open(batch_id))]  # type: ignore[misc]
+
+    async def settle(self, batch_id: str, finished: dict[str, JobStatus]) -> int:
+        """Count each finished line job once (completed or failed); how many were counted now."""
+        assert all(status in JOB_TERMINAL for status in finished.values())
+        pairs: list[Any] = []
+        for job_id, status in finished.items():
+            pairs += [job_id, _COUNTERS[0] if status is JobStatus.SUCCEEDED else _COUNTERS[1]]
+        if not pairs:
+            return 0
+        counted: int = await self._settle([Keys.batch(batch_id), Keys.batch_open(batch_id)], pairs)
+        return counted
+
+    async def line_jobs(self, batch_id: str, first: int, count: int) -> list[str | None]:
+        """The job running each of lines ``first`` to ``first + count - 1`` (``None``: never started)."""
+        names = [str(n) for n in range(first, first + count)]
+        jobs = await self.redis.hmget(Keys.batch_lines(batch_id), names)  # type: ignore[misc]
+        return [job.decode() if job is not None else None for job in jobs]
