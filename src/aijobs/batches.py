@@ -95,6 +95,8 @@ class Batch:
     finalizing_at: float = 0.0
     ended_at: float = 0.0
     cancelling_at: float = 0.0
+    #: Driver ticks that raised (the batch fails after too many).
+    tick_failures: int = 0
 
     def view(self) -> dict[str, Any]:
         """OpenAI's batch object."""
@@ -211,8 +213,12 @@ class BatchStore:
 
     async def update(self, batch_id: str, **fields: Any) -> None:
         """Set progress fields that only the batch's one driver writes (offset, expanded, total…)."""
-        pairs = [item for name, value in fields.items() for item in (name, value)]
-        await self.redis.hset(Keys.batch(batch_id), *pairs)  # type: ignore[misc, arg-type]
+        await self.redis.hset(Keys.batch(batch_id), mapping=fields)  # type: ignore[misc]
+
+    async def count_failure(self, batch_id: str) -> int:
+        """One more tick that broke; how many have, in a row or not."""
+        failures: int = await self.redis.hincrby(Keys.batch(batch_id), "tick_failures", 1)  # type: ignore[misc]
+        return failures
 
     async def add_lines(self, batch_id: str, jobs: dict[int, str]) -> None:
         """Record which job runs each line, and open them (both idempotent)."""

@@ -48,8 +48,9 @@ class FileRecord:
     sha256: str
     created_at: float
     expires_at: float
-    #: A batch input file's number of requests.
+    #: A batch input file's number of requests, and the endpoint they call.
     lines: int | None = None
+    endpoint: str | None = None
 
     @property
     def key(self) -> str:

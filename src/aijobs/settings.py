@@ -62,6 +62,12 @@ class Settings(BaseSettings):
     )
     file_ttl_s: int = Field(default=7 * 24 * 3600, ge=60, description="How long uploaded files are kept.")
     max_batch_lines: int = Field(default=200_000, ge=1, description="Requests in one batch input file.")
+    batch_window: int = Field(
+        default=200,
+        ge=1,
+        le=10_000,
+        description="Lines of one batch running at once (its share of the lane).",
+    )
     max_batch_line_bytes: int = Field(
         default=1024 * 1024, ge=1024, description="One request line of a batch input file, at most."
     )

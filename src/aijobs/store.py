@@ -422,6 +422,20 @@ class JobStore:
             if scanned >= scan_limit:
                 return await self._records(page, summaries), batch[-1]
 
+    async def get_many(self, ids: list[str]) -> list[Job]:
+        """The records of ``ids`` that exist, in order, in one round trip."""
+        return await self._records(ids)
+
+    async def statuses(self, ids: list[str]) -> list[JobStatus | None]:
+        """Each job's status (``None`` when its record is gone), in one round trip."""
+        if not ids:
+            return []
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for job_id in ids:
+                pipe.hget(Keys.job(job_id), "status")
+            found = await pipe.execute()
+        return [JobStatus(status.decode()) if status else None for status in found]
+
     async def _records(self, ids: list[str], summaries: bool = False) -> list[Job]:
         if not ids:
             return []

@@ -14,8 +14,11 @@ import signal
 from typing import Any
 
 from aijobs import heap
+from aijobs.batchrun import run_batch
 from aijobs.queue import (
+    BATCH_LANE,
     POLL_TASK,
+    RUN_BATCH,
     RUN_JOB,
     WEBHOOK_FANOUT,
     WEBHOOK_LANE,
@@ -38,6 +41,8 @@ def lane_functions(lane: WorkerLane) -> dict[str, WorkerFunction]:
     """The arq functions a lane runs: jobs and their polls, or webhook deliveries."""
     if lane == WEBHOOK_LANE:
         return {WEBHOOK_FANOUT: webhook_fanout, WEBHOOK_SEND: webhook_send}
+    if lane == BATCH_LANE:
+        return {RUN_JOB: run_job, POLL_TASK: poll_task, RUN_BATCH: run_batch}
     return {RUN_JOB: run_job, POLL_TASK: poll_task}
 
 

@@ -17,6 +17,7 @@ from aijobs.api.deps import Services
 from aijobs.api.fastpath import FastPaths
 from aijobs.api.limits import BodyLimit
 from aijobs.apikeys import ApiKeys
+from aijobs.batches import BatchStore
 from aijobs.calls import Calls
 from aijobs.catalog import Catalog
 from aijobs.events import JobEvents
@@ -76,6 +77,7 @@ def create_app(settings: Settings, routing: Routing, env: Mapping[str, str]) -> 
             deliveries=Deliveries(redis, delivery_ttl_s(hooks.schedule_s, settings.job_ttl_s)),
             calls=Calls(routing, store, router, budgets),
             catalog=Catalog(routing, adapters.keys()),
+            batches=BatchStore(redis, settings.job_ttl_s),
         )
         heap.settle()
         try:

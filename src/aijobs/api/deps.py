@@ -8,6 +8,7 @@ from fastapi import Request
 from redis.asyncio import Redis
 
 from aijobs.apikeys import ApiKeys
+from aijobs.batches import BatchStore
 from aijobs.calls import Calls
 from aijobs.catalog import Catalog
 from aijobs.errors import Unauthorized
@@ -45,6 +46,7 @@ class Services:
     deliveries: Deliveries
     calls: Calls
     catalog: Catalog
+    batches: BatchStore
 
 
 async def services(request: Request) -> Services:

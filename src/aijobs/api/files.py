@@ -54,14 +54,14 @@ async def upload(request: Request, svc: Svc, owner: Tenant) -> Response:
             raise InvalidRequest(f"purpose: must be one of {', '.join(sorted(PURPOSES))}", param="purpose")
         if not isinstance(upload, UploadFile):
             raise InvalidRequest("file: a file part is required", param="file")
-        content_type, lines = await _checked(svc, purpose, upload)
+        content_type, batch = await _checked(svc, purpose, upload)
         await upload.seek(0)
-        record = await _store(svc, owner, purpose, upload, content_type, lines)
+        record = await _store(svc, owner, purpose, upload, content_type, batch)
     return _json(record.view(), 200)
 
 
-async def _checked(svc: Services, purpose: str, upload: UploadFile) -> tuple[str, int | None]:
-    """The upload's content type (and a batch file's number of requests); a 4xx saying what is wrong."""
+async def _checked(svc: Services, purpose: str, upload: UploadFile) -> tuple[str, batchfile.Checked | None]:
+    """The upload's content type (and what a batch file holds); a 4xx saying what is wrong."""
     if purpose == BATCH_PURPOSE:
         return "application/jsonl", await _batch_lines(svc, upload)
     content_type = sniff_image(await upload.read(16))
@@ -70,19 +70,24 @@ async def _checked(svc: Services, purpose: str, upload: UploadFile) -> tuple[str
     return content_type, None
 
 
-async def _batch_lines(svc: Services, upload: UploadFile) -> int:
-    """The number of requests in a batch input file; a 400 listing its bad lines otherwise."""
+async def _batch_lines(svc: Services, upload: UploadFile) -> batchfile.Checked:
+    """What a batch input file holds; a 400 listing its bad lines otherwise."""
     settings = svc.settings
     checked = await batchfile.check(_chunks(upload), settings.max_batch_lines, settings.max_batch_line_bytes)
     if checked.error_count:
         first = checked.errors[0]
         message = f"file: {checked.error_count} bad line(s); the first, line {first.line}: {first.message}"
         raise InvalidRequest(message, param="file", details=[error.view() for error in checked.errors])
-    return checked.lines
+    return checked
 
 
 async def _store(
-    svc: Services, owner: str, purpose: str, upload: UploadFile, content_type: str, lines: int | None
+    svc: Services,
+    owner: str,
+    purpose: str,
+    upload: UploadFile,
+    content_type: str,
+    batch: batchfile.Checked | None,
 ) -> FileRecord:
     file_id, now = new_file_id(), time.time()
     key = f"files/{owner}/{file_id}"
@@ -94,7 +99,7 @@ async def _store(
     filename = (upload.filename or "upload")[:MAX_FILENAME_CHARS]
     record = FileRecord(
         file_id, owner, purpose, filename, content_type, blob.bytes, blob.sha256, now,
-        now + svc.settings.file_ttl_s, lines,
+        now + svc.settings.file_ttl_s, batch.lines if batch else None, batch.endpoint if batch else None,
     )  # fmt: skip
     await svc.files.save(record)
     return record

@@ -7,6 +7,7 @@ twice while it waits is a no-op; that makes the recovery sweep (re-enqueue what 
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -25,6 +26,16 @@ from aijobs.routing.config import LaneConfig
 RUN_JOB = "run_job"
 #: The arq task that polls a media job's provider task once (and reschedules itself).
 POLL_TASK = "poll_task"
+#: A batch driver's tick (the batch lane only).
+RUN_BATCH = "run_batch"
+BATCH_LANE = "batch"
+
+
+def batch_tick_id(batch_id: str) -> str:
+    """A fresh arq id for a batch's next tick (the running tick still holds the last one)."""
+    return f"batch:{batch_id}:{time.time_ns()}"
+
+
 #: The internal lane webhook deliveries run on, apart from every job lane.
 WEBHOOK_LANE = "webhooks"
 #: The arq task turning one job event into deliveries (enqueued by the event's own script).
@@ -114,9 +125,14 @@ class JobQueue:
         )
         return job is not None
 
-    async def enqueue_task(self, function: str, arq_id: str, args: tuple[str, ...], lane: str) -> bool:
-        """Queue ``function(*args)`` as arq job ``arq_id`` on ``lane`` now; ``False`` if it already waits."""
-        job = await self._pool.enqueue_job(function, *args, _job_id=arq_id, _queue_name=queue_name(lane))
+    async def enqueue_task(
+        self, function: str, arq_id: str, args: tuple[str, ...], lane: str, defer_s: float = 0
+    ) -> bool:
+        """Queue ``function(*args)`` as arq job ``arq_id`` on ``lane`` (after ``defer_s``); ``False`` if it
+        already waits."""
+        job = await self._pool.enqueue_job(
+            function, *args, _job_id=arq_id, _queue_name=queue_name(lane), _defer_by=defer_s or None
+        )
         return job is not None
 
     async def waiting(self, job_ids: list[str]) -> set[str]:

@@ -6,8 +6,8 @@ errors take OpenAI's status codes (see :mod:`aijobs.api.errors`).
 
 from fastapi import APIRouter
 
-from aijobs.api.openai import chat, media, models, vectors
+from aijobs.api.openai import batches, chat, media, models, vectors
 
 router = APIRouter()
-for module in (chat, vectors, media, models):
+for module in (chat, vectors, media, models, batches):
     router.include_router(module.router)

@@ -21,11 +21,17 @@ from typing import Any
 import orjson
 from pydantic import BaseModel
 
+from aijobs.api.errors import error_body, openai_status
 from aijobs.api.openai.chat import ChatCompletionRequest
 from aijobs.api.openai.vectors import EmbeddingsRequest, RerankRequest
-from aijobs.api.openai.wire import parse
+from aijobs.api.openai.wire import parse, parse_fields, usage_block
 from aijobs.errors import InvalidRequest
+from aijobs.jobs import Job, JobStatus
+from aijobs.types.embed import EmbedInput
+from aijobs.types.rerank import RerankInput
 
+#: The job type each endpoint's requests run as.
+JOB_TYPES = {"/v1/chat/completions": "chat", "/v1/embeddings": "embed", "/v1/rerank": "rerank"}
 #: Endpoints a batch may call, and the request model of each.
 ENDPOINTS: dict[str, type[BaseModel]] = {
     "/v1/chat/completions": ChatCompletionRequest,
@@ -132,9 +138,72 @@ def request_line(raw: bytes) -> dict[str, Any]:
         raise InvalidRequest("body: must be a JSON object", param="body")
     if body.get("stream"):
         raise InvalidRequest("body.stream: a batch request cannot stream", param="body.stream")
+    if body.get("n", 1) != 1:
+        raise InvalidRequest("body.n: a batch request answers one choice", param="body.n")
     try:
         parse(ENDPOINTS[url], orjson.dumps(body))
     except InvalidRequest as exc:
         param = f"body.{exc.param}" if exc.param else "body"
         raise InvalidRequest(f"body.{exc.message}" if exc.param else exc.message, param=param) from None
     return line
+
+
+def job_input(url: str, body: dict[str, Any]) -> BaseModel:
+    """A checked line's body as the input of the job that runs it."""
+    request = parse(ENDPOINTS[url], orjson.dumps(body))
+    if isinstance(request, ChatCompletionRequest):
+        return request.chat_input()
+    if isinstance(request, EmbeddingsRequest):
+        return parse_fields(EmbedInput, {"input": request.input, "dimensions": request.dimensions})
+    assert isinstance(request, RerankRequest)
+    return parse_fields(
+        RerankInput, {"query": request.query, "documents": request.texts(), "top_n": request.top_n}
+    )
+
+
+def result_line(job: Job) -> bytes:
+    """A finished line job as a line of the output (succeeded) or error file (anything else)."""
+    custom_id = job.metadata.get("custom_id", "")
+    if job.status is JobStatus.SUCCEEDED:
+        response = {"status_code": 200, "request_id": job.id, "body": _answer(job)}
+    else:
+        error = job.error or {"code": "gateway_canceled", "message": "the request was canceled"}
+        status = openai_status(error["code"])
+        body = orjson.loads(error_body(status, error["code"], error["message"]))
+        response = {"status_code": status, "request_id": job.id, "body": body}
+    line = {"id": f"batch_req_{job.id}", "custom_id": custom_id, "response": response, "error": None}
+    return orjson.dumps(line) + b"\n"
+
+
+def unrun_line(batch_id: str, number: int, custom_id: str, code: str, message: str) -> bytes:
+    """A line the batch never ran (it expired or was cancelled first), for the error file."""
+    line = {"id": f"batch_req_{batch_id}_{number}", "custom_id": custom_id, "response": None,
+            "error": {"code": code, "message": message}}  # fmt: skip
+    return orjson.dumps(line) + b"\n"
+
+
+def _answer(job: Job) -> dict[str, Any]:
+    """The body the endpoint itself would have answered with."""
+    output, model = job.output or {}, (job.route or {}).get("model", "")
+    base = {"id": job.id, "model": model, "created": int(job.created_at)}
+    if job.type == "chat":
+        message = {"role": "assistant", "content": None, **output.get("message", {})}
+        choice = {
+            "index": 0,
+            "message": message,
+            "finish_reason": output.get("finish_reason"),
+            "logprobs": None,
+        }
+        return {**base, "object": "chat.completion", "choices": [choice], "usage": usage_block(job.usage)}
+    tokens = int((job.usage or {}).get("input_tokens") or 0)
+    if job.type == "embed":
+        data = [
+            {"object": "embedding", "index": i, "embedding": v} for i, v in enumerate(output["embeddings"])
+        ]
+        return {
+            **base,
+            "object": "list",
+            "data": data,
+            "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+        }
+    return {**base, "object": "list", "results": output.get("results", []), "usage": {"total_tokens": tokens}}

@@ -1,0 +1,127 @@
+"""OpenAI's Batch API: ``/v1/batches`` over a ``purpose=batch`` file, run on the batch lane.
+
+Lines run as jobs under the batch's feature (``background`` by default when it serves the endpoint's
+job type, else the type's default feature), on the batch lane, a window at a time
+(:mod:`aijobs.batchrun`). Each line is a job in the ledger with ``batch_id`` in its metadata.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from typing import Annotated, Any, Literal
+
+import orjson
+from fastapi import APIRouter, Depends, Query, Request, Response
+from pydantic import Field
+
+from aijobs.api.deps import Services, services, tenant
+from aijobs.api.openai import batchfile
+from aijobs.api.openai.wire import OpenAIRequest, parse
+from aijobs.batches import TERMINAL, Batch, BatchStatus, new_batch_id
+from aijobs.errors import Conflict, InvalidRequest, NotFound
+from aijobs.queue import BATCH_LANE, RUN_BATCH, batch_tick_id
+from aijobs.routing.policy import Feature
+
+router = APIRouter(tags=["batches"])
+Svc = Annotated[Services, Depends(services)]
+Tenant = Annotated[str, Depends(tenant)]
+DEFAULT_FEATURE = "background"
+_WINDOW = re.compile(r"([1-9][0-9]{0,2})h")
+MAX_WINDOW_H = 7 * 24
+
+
+class BatchRequest(OpenAIRequest):
+    input_file_id: str = Field(min_length=1, max_length=64)
+    endpoint: Literal["/v1/chat/completions", "/v1/embeddings", "/v1/rerank"]
+    completion_window: str = "24h"
+    metadata: dict[Annotated[str, Field(max_length=64)], Annotated[str, Field(max_length=512)]] | None = (
+        Field(default=None, max_length=16)
+    )
+    #: aijobs: the feature whose route the lines take (default: ``background``).
+    feature: str | None = Field(default=None, max_length=64)
+
+
+def _json(payload: object, status_code: int = 200) -> Response:
+    return Response(orjson.dumps(payload), status_code, media_type="application/json")
+
+
+@router.post("/v1/batches", summary="Create a batch from an uploaded file (OpenAI Batch API)")
+async def create(request: Request, svc: Svc, owner: Tenant) -> Response:
+    body = parse(BatchRequest, await request.body())
+    window_h = _window_h(body.completion_window)
+    record = await svc.files.get(body.input_file_id, owner)
+    if record is None or record.purpose != "batch":
+        raise NotFound(f"input_file_id: no batch file {body.input_file_id!r}", param="input_file_id")
+    if record.endpoint != body.endpoint:
+        raise InvalidRequest(f"endpoint: the file's requests call {record.endpoint}", param="endpoint")
+    feature = _feature(svc, body.feature, batchfile.JOB_TYPES[body.endpoint])
+    now = time.time()
+    batch = Batch(
+        new_batch_id(), owner, body.endpoint, record.id, body.completion_window, feature.name, now,
+        now + window_h * 3600, metadata=body.metadata or {}, total=record.lines or 0,
+    )  # fmt: skip
+    await svc.batches.create(batch)
+    await svc.queue.enqueue_task(RUN_BATCH, batch_tick_id(batch.id), (batch.id,), BATCH_LANE)
+    return _json(batch.view())
+
+
+def _window_h(window: str) -> int:
+    match = _WINDOW.fullmatch(window)
+    if match is None or int(match[1]) > MAX_WINDOW_H:
+        raise InvalidRequest(
+            f"completion_window: hours, like '24h' (at most {MAX_WINDOW_H}h)", param="completion_window"
+        )
+    return int(match[1])
+
+
+def _feature(svc: Services, name: str | None, job_type: str) -> Feature:
+    features = svc.routing.features
+    if name is None:
+        default = features.get(DEFAULT_FEATURE)
+        return default if default and default.type == job_type else svc.routing.feature_for(job_type, None)
+    found = features.get(name)
+    if found is None:
+        raise InvalidRequest(f"feature: no feature {name!r}", param="feature")
+    if found.type != job_type:
+        raise InvalidRequest(
+            f"feature: {name!r} serves {found.type} requests, not {job_type}", param="feature"
+        )
+    return found
+
+
+async def _owned(svc: Services, batch_id: str, owner: str) -> Batch:
+    batch = await svc.batches.get(batch_id, owner)
+    if batch is None:
+        raise NotFound(f"no batch {batch_id!r}", param="batch_id")
+    return batch
+
+
+@router.get("/v1/batches/{batch_id}", summary="A batch, with its progress")
+async def get_batch(batch_id: str, svc: Svc, owner: Tenant) -> Response:
+    return _json((await _owned(svc, batch_id, owner)).view())
+
+
+@router.get("/v1/batches", summary="The caller's batches, newest first")
+async def list_batches(
+    svc: Svc,
+    owner: Tenant,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    after: Annotated[str | None, Query(max_length=64)] = None,
+) -> Response:
+    found, more = await svc.batches.page(owner, limit, after)
+    data: list[dict[str, Any]] = [batch.view() for batch in found]
+    page = {"object": "list", "data": data, "has_more": more}
+    page |= {"first_id": data[0]["id"] if data else None, "last_id": data[-1]["id"] if data else None}
+    return _json(page)
+
+
+@router.post("/v1/batches/{batch_id}/cancel", summary="Cancel a batch: no new lines start")
+async def cancel(batch_id: str, svc: Svc, owner: Tenant) -> Response:
+    batch = await _owned(svc, batch_id, owner)
+    refused = await svc.batches.move(batch.id, BatchStatus.CANCELLING, cancelling_at=time.time())
+    if refused is not None and refused is not BatchStatus.CANCELLING:
+        raise Conflict(f"batch {batch.id} is already {refused.value}", param="batch_id")
+    found = await _owned(svc, batch_id, owner)
+    assert found.status is BatchStatus.CANCELLING or found.status in TERMINAL
+    return _json(found.view())

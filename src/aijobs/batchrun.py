@@ -1,0 +1,248 @@
+"""The batch driver: runs a batch's lines as jobs on the batch lane, a window at a time, then writes
+its output and error files.
+
+A driver *tick* is one short task on the batch lane (arq jobs must stay short); it schedules the
+next tick itself until the batch ends. Each tick:
+
+1. counts line jobs that have finished since the last tick (:meth:`BatchStore.settle`, exactly once);
+2. unless the batch is being cancelled or has run out its window, reads the input file from where
+   the last tick stopped and starts lines until ``window`` are open. A line's job is created with an
+   idempotency key made of the batch and the line number, so a tick retried after a crash finds
+   the jobs it already made instead of making them twice;
+3. once nothing is open and nothing is left to start (or no more may start), finalizes: the output
+   file holds each succeeded line, the error file each failed one and each line never started.
+
+Memory is one window of lines and one chunk of results, whatever the batch's size.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import time
+from collections.abc import AsyncGenerator, AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from aijobs.api.openai.batchfile import JOB_TYPES, job_input, request_line, result_line, unrun_line
+from aijobs.batches import TERMINAL, Batch, BatchStatus, BatchStore
+from aijobs.files import FileRecord, Files, new_file_id
+from aijobs.jobs import TERMINAL as JOB_TERMINAL
+from aijobs.jobs import JobStatus
+from aijobs.queue import BATCH_LANE, RUN_BATCH, batch_tick_id, delivery
+from aijobs.storage import BlobStore
+from aijobs.store import JobStore
+
+log = logging.getLogger(__name__)
+
+#: Lines looked up per round trip when writing the result files.
+RESULT_CHUNK = 500
+#: Seconds between ticks while lines are running (a tick that started lines comes back sooner).
+TICK_S = 0.5
+BUSY_TICK_S = 0.05
+#: After a tick raises: the wait before the next, and how many broken ticks fail the batch.
+FAILED_TICK_S = 2.0
+MAX_TICK_FAILURES = 10
+
+
+@dataclass(slots=True)
+class BatchDriver:
+    """Everything a tick needs; built once per worker."""
+
+    batches: BatchStore
+    store: JobStore
+    files: Files
+    blobs: BlobStore
+    window: int
+
+    async def tick(self, batch_id: str) -> float | None:
+        """Advance the batch; seconds until the next tick, or ``None`` once it has ended."""
+        batch = await self.batches.get(batch_id)
+        if batch is None or batch.status in TERMINAL:
+            return None
+        if batch.status is BatchStatus.VALIDATING:
+            await self.batches.move(batch.id, BatchStatus.IN_PROGRESS, in_progress_at=time.time())
+            batch.status = BatchStatus.IN_PROGRESS
+        if batch.status is BatchStatus.FINALIZING:
+            await self._finalize(batch)
+            return None
+        open_jobs = await self._settle(batch)
+        ending = self._ending(batch)
+        started = 0
+        if ending is None:
+            started = await self._start_lines(batch, self.window - len(open_jobs))
+            if batch.expanded < batch.total or open_jobs or started:
+                return BUSY_TICK_S if started else TICK_S
+            ending = BatchStatus.COMPLETED
+        elif open_jobs:
+            return TICK_S  # cancelled or expired: what runs finishes; nothing new starts
+        await self._finalize(batch, ending)
+        return None
+
+    def _ending(self, batch: Batch) -> BatchStatus | None:
+        if batch.status is BatchStatus.CANCELLING:
+            return BatchStatus.CANCELLED
+        if time.time() >= batch.expires_at:
+            return BatchStatus.EXPIRED
+        return None
+
+    async def _settle(self, batch: Batch) -> list[str]:
+        """Count the open line jobs that have finished; the ones still open."""
+        open_jobs = await self.batches.open_jobs(batch.id)
+        statuses = dict(zip(open_jobs, await self.store.statuses(open_jobs), strict=True))
+        finished = {job: status for job, status in statuses.items() if status in JOB_TERMINAL}
+        await self.batches.settle(batch.id, finished)
+        return [job for job in open_jobs if job not in finished]
+
+    async def _start_lines(self, batch: Batch, room: int) -> int:
+        """Start up to ``room`` more lines from where the input was left; how many were started."""
+        if room <= 0 or batch.expanded >= batch.total:
+            return 0
+        record = await self.files.get(batch.input_file_id, batch.tenant)
+        if record is None:
+            await self.fail(
+                batch, "input_file_gone", "the input file expired or was deleted before the batch ran"
+            )
+            return 0
+        jobs: dict[int, str] = {}
+        offset, number = batch.offset, batch.expanded
+        async with contextlib.aclosing(_lines(self.blobs.read(record.key, offset))) as lines:
+            async for raw, consumed in lines:
+                offset += consumed
+                if not raw.strip():
+                    continue
+                jobs[number] = await self._start(batch, number, raw)
+                number += 1
+                if len(jobs) >= room:
+                    break
+        await self.batches.add_lines(batch.id, jobs)
+        await self.batches.update(batch.id, offset=offset, expanded=number)
+        batch.offset, batch.expanded = offset, number
+        return len(jobs)
+
+    async def _start(self, batch: Batch, number: int, raw: bytes) -> str:
+        line = request_line(raw)  # checked at upload; the same check again costs little
+        key = hashlib.sha256(f"{batch.id}:{number}".encode()).hexdigest()
+        created = await self.store.create(
+            tenant=batch.tenant, type=JOB_TYPES[batch.endpoint], feature=batch.feature, lane=BATCH_LANE,
+            input=job_input(batch.endpoint, line["body"]).model_dump(mode="json", exclude_none=True),
+            metadata={"batch_id": batch.id, "custom_id": line["custom_id"]},
+            idempotency=(key, hashlib.sha256(raw).hexdigest()), deliver=delivery,
+        )  # fmt: skip
+        return created.job.id
+
+    async def fail(self, batch: Batch, code: str, message: str) -> None:
+        """End the batch as failed, with ``code`` in its errors."""
+        errors = orjson.dumps([{"code": code, "message": message, "param": None, "line": None}])
+        await self.batches.move(batch.id, BatchStatus.FAILED, ended_at=time.time(), errors=errors)
+
+    async def _finalize(self, batch: Batch, ending: BatchStatus | None = None) -> None:
+        if ending is not None:
+            moved = await self.batches.move(
+                batch.id, BatchStatus.FINALIZING, finalizing_at=time.time(), ending=ending.value
+            )
+            if moved is not None:  # another tick got there first
+                return
+            batch.ending = ending.value
+        output = await self._write(batch, "batch_output", self._results(batch, succeeded=True))
+        errors = await self._write(batch, "batch_output", self._results(batch, succeeded=False))
+        await self.batches.move(
+            batch.id, BatchStatus(batch.ending), ended_at=time.time(),
+            output_file_id=output.id if output else "", error_file_id=errors.id if errors else "",
+        )  # fmt: skip
+
+    async def _results(self, batch: Batch, *, succeeded: bool) -> AsyncIterator[bytes]:
+        """The output file's lines (``succeeded``) or the error file's, in input order."""
+        for first in range(0, batch.expanded, RESULT_CHUNK):
+            ids = await self.batches.line_jobs(batch.id, first, min(RESULT_CHUNK, batch.expanded - first))
+            for job in await self.store.get_many([i for i in ids if i is not None]):
+                if (job.status is JobStatus.SUCCEEDED) == succeeded:
+                    yield result_line(job)
+        if succeeded or batch.expanded >= batch.total:
+            return
+        code = f"batch_{batch.ending}"
+        message = f"the batch was {batch.ending} before this request ran"
+        record = await self.files.get(batch.input_file_id, batch.tenant)
+        if record is None:
+            return
+        number = batch.expanded
+        async with contextlib.aclosing(_lines(self.blobs.read(record.key, batch.offset))) as lines:
+            async for raw, _ in lines:
+                if raw.strip():
+                    custom_id = str(orjson.loads(raw).get("custom_id", ""))
+                    yield unrun_line(batch.id, number, custom_id, code, message)
+                    number += 1
+
+    async def _write(self, batch: Batch, purpose: str, lines: AsyncIterator[bytes]) -> FileRecord | None:
+        """Store ``lines`` as a file of the batch's tenant; ``None`` when there are none."""
+        file_id, now = new_file_id(), time.time()
+        key = f"files/{batch.tenant}/{file_id}"
+        counted = _Counted(lines)
+        blob = await self.blobs.put(key, counted, "application/jsonl")
+        if counted.lines == 0:
+            await self.blobs.delete(key)
+            return None
+        record = FileRecord(
+            file_id, batch.tenant, purpose, f"{batch.id}_{purpose}.jsonl", "application/jsonl", blob.bytes,
+            blob.sha256, now, now + self.files.ttl_s, counted.lines,
+        )  # fmt: skip
+        await self.files.save(record)
+        return record
+
+
+class _Counted:
+    """An async iterable of lines that counts what it passes on."""
+
+    def __init__(self, lines: AsyncIterator[bytes]) -> None:
+        self._lines = lines
+        self.lines = 0
+
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        return self._count()
+
+    async def _count(self) -> AsyncIterator[bytes]:
+        async for line in self._lines:
+            self.lines += 1
+            yield line
+
+
+async def _lines(chunks: AsyncIterator[bytes]) -> AsyncGenerator[tuple[bytes, int], None]:
+    """Each line of a stream (without its newline) and the bytes it took, newline included."""
+    rest = b""
+    async with contextlib.aclosing(chunks):  # type: ignore[type-var]  # the BlobStore's reads are generators
+        async for chunk in chunks:
+            *complete, rest = (rest + chunk).split(b"\n")
+            for line in complete:
+                yield line, len(line) + 1
+    if rest:
+        yield rest, len(rest)
+
+
+async def run_batch(ctx: dict[str, Any], batch_id: str) -> None:
+    """The batch lane's arq function: one tick, then the next one scheduled (see the module docstring)."""
+    runtime = ctx["runtime"]
+    driver = ctx.get("batch_driver")
+    if driver is None:
+        settings = runtime.settings
+        batches = BatchStore(runtime.redis, settings.job_ttl_s)
+        driver = ctx["batch_driver"] = BatchDriver(
+            batches, runtime.store, runtime.files, runtime.blobs, settings.batch_window
+        )
+    try:
+        next_s = await driver.tick(batch_id)
+    except Exception as exc:  # a Redis blip, a bug: try again a little later, then give up on the batch
+        log.exception("batch %s: a driver tick failed", batch_id)
+        if await driver.batches.count_failure(batch_id) >= MAX_TICK_FAILURES:
+            batch = await driver.batches.get(batch_id)
+            if batch is not None:
+                message = f"the batch could not be driven: {type(exc).__name__}"
+                await driver.fail(batch, "batch_driver_error", message)
+            return
+        next_s = FAILED_TICK_S
+    if next_s is not None:
+        await runtime.queue.enqueue_task(
+            RUN_BATCH, batch_tick_id(batch_id), (batch_id,), BATCH_LANE, defer_s=next_s
+        )

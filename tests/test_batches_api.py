@@ -1,0 +1,121 @@
+"""The OpenAI Batch API over real HTTP with the official SDK: upload, create, poll, download, cancel."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import httpx2
+import openai
+import orjson
+import pytest
+from openai import AsyncOpenAI
+
+from tests.conftest import TEST_ROUTING, Service, own_db, run_service
+
+
+@pytest.fixture(scope="module")
+def service(redis_url: str, s3_endpoint: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
+    """The service on its own Redis database with the batch lane served, 4 lines of a batch at a time."""
+    workdir, env = tmp_path_factory.mktemp("batches"), {"AIJOBS_BATCH_WINDOW": "4"}
+    text = TEST_ROUTING.read_text()
+    with run_service(
+        own_db(redis_url, 5), s3_endpoint, "aijobs-test", text, workdir, env, "interactive,batch"
+    ) as svc:
+        yield svc
+
+
+@pytest.fixture
+async def sdk(service: Service) -> AsyncIterator[AsyncOpenAI]:
+    async with AsyncOpenAI(base_url=f"{service.url}/v1", api_key=service.key, max_retries=0) as client:
+        yield client
+
+
+def jsonl(count: int, model: str = "gpt-4o-mini") -> bytes:
+    lines = [
+        {"custom_id": f"q{i}", "method": "POST", "url": "/v1/chat/completions",
+         "body": {"model": model, "messages": [{"role": "user", "content": f"question number {i}"}]}}
+        for i in range(count)
+    ]  # fmt: skip
+    return b"".join(orjson.dumps(line) + b"\n" for line in lines)
+
+
+async def settled(sdk: AsyncOpenAI, batch_id: str, timeout_s: float = 60) -> Any:
+    for _ in range(int(timeout_s * 10)):
+        batch = await sdk.batches.retrieve(batch_id)
+        if batch.status in ("completed", "failed", "expired", "cancelled"):
+            return batch
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"batch {batch_id} still {batch.status}")
+
+
+def parsed(content: bytes) -> list[dict[str, Any]]:
+    return [orjson.loads(line) for line in content.splitlines()]
+
+
+async def test_a_batch_runs_every_line_once_on_the_batch_lane(sdk: AsyncOpenAI, service: Service) -> None:
+    uploaded = await sdk.files.create(file=("in.jsonl", jsonl(10)), purpose="batch")
+    batch = await sdk.batches.create(
+        input_file_id=uploaded.id, endpoint="/v1/chat/completions", completion_window="24h",
+        metadata={"run": "nightly"},
+    )  # fmt: skip
+    assert batch.status in ("validating", "in_progress") and batch.metadata == {"run": "nightly"}
+    done = await settled(sdk, batch.id)
+    assert done.status == "completed" and done.error_file_id is None
+    counts = done.request_counts
+    assert counts is not None and (counts.total, counts.completed, counts.failed) == (10, 10, 0)
+    output = parsed((await sdk.files.content(done.output_file_id)).content)
+    assert sorted(line["custom_id"] for line in output) == sorted(f"q{i}" for i in range(10))  # each once
+    first = output[0]
+    assert first["response"]["status_code"] == 200 and first["error"] is None
+    assert first["response"]["body"]["object"] == "chat.completion"
+    assert first["response"]["body"]["choices"][0]["message"]["content"]
+    async with httpx2.AsyncClient(base_url=service.url, headers=service.headers()) as api:
+        job = (await api.get(f"/v1/jobs/{first['response']['request_id']}")).json()
+    assert job["feature"] == "background"  # the batch lane's feature: cheapest targets first
+    assert job["metadata"] == {"batch_id": batch.id, "custom_id": first["custom_id"]}
+    listed = await sdk.batches.list(limit=100)
+    assert batch.id in [b.id for b in listed.data]
+
+
+async def test_cancel_stops_new_lines_and_reports_the_rest(sdk: AsyncOpenAI) -> None:
+    uploaded = await sdk.files.create(file=("slow.jsonl", jsonl(12)), purpose="batch")
+    batch = await sdk.batches.with_raw_response.create(
+        input_file_id=uploaded.id, endpoint="/v1/chat/completions", completion_window="24h",
+        extra_body={"feature": "slow-chat"},  # 2.5 s a line; the test service runs 4 lines at once
+    )  # fmt: skip
+    batch_id = batch.parse().id
+    await asyncio.sleep(1.0)
+    cancelling = await sdk.batches.cancel(batch_id)
+    assert cancelling.status == "cancelling"
+    done = await settled(sdk, batch_id)
+    assert done.status == "cancelled" and done.cancelled_at is not None
+    counts = done.request_counts
+    assert counts is not None and counts.total == 12 and counts.completed == 4
+    output = parsed((await sdk.files.content(done.output_file_id)).content)
+    errors = parsed((await sdk.files.content(done.error_file_id)).content)
+    assert len(output) == 4 and len(errors) == 8
+    assert {line["custom_id"] for line in output + errors} == {f"q{i}" for i in range(12)}
+    assert all(line["error"]["code"] == "batch_cancelled" for line in errors)
+    with pytest.raises(openai.ConflictError):
+        await sdk.batches.cancel(batch_id)
+
+
+async def test_bad_batch_requests_are_refused(sdk: AsyncOpenAI) -> None:
+    uploaded = await sdk.files.create(file=("in.jsonl", jsonl(1)), purpose="batch")
+    with pytest.raises(openai.BadRequestError, match="endpoint"):
+        await sdk.batches.create(
+            input_file_id=uploaded.id, endpoint="/v1/embeddings", completion_window="24h"
+        )
+    with pytest.raises(openai.NotFoundError):
+        await sdk.batches.create(
+            input_file_id="file_missing", endpoint="/v1/chat/completions", completion_window="24h"
+        )
+    soon: Any = "soon"
+    with pytest.raises(openai.BadRequestError, match="completion_window"):
+        await sdk.batches.create(
+            input_file_id=uploaded.id, endpoint="/v1/chat/completions", completion_window=soon
+        )
+    with pytest.raises(openai.NotFoundError):
+        await sdk.batches.retrieve("batch_unknown")
