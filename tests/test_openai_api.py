@@ -11,7 +11,6 @@ import base64
 import struct
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import httpx2
@@ -20,7 +19,7 @@ import orjson
 import pytest
 from openai import AsyncOpenAI
 
-from aijobs.api.openai import media
+from aijobs.api import bodies
 from aijobs.errors import StorageError
 from aijobs.storage import LocalStore
 from tests.conftest import TEST_ROUTING, Service, _llmock, own_db, run_service
@@ -341,11 +340,10 @@ async def test_models_list_and_get(sdk: AsyncOpenAI) -> None:
 
 async def test_a_stored_output_that_has_gone_is_an_error_answer(tmp_path: Path) -> None:
     blobs = LocalStore(tmp_path, "http://127.0.0.1:1", b"0123456789abcdef")
-    svc: Any = SimpleNamespace(blobs=blobs)
-    with pytest.raises(StorageError, match="no longer in the media store"):  # a 503, not a broken body
-        await media._opened(svc, "t/job_1/0.wav")
+    with pytest.raises(StorageError, match="the output is no longer in the store"):  # a 503, no broken body
+        await bodies.opened(blobs, "t/job_1/0.wav", "the output")
     await blobs.put("t/job_1/empty.wav", b"", "audio/wav")
-    assert await media._read(svc, "t/job_1/empty.wav") == b""
+    assert await bodies.whole(blobs, "t/job_1/empty.wav", "the output") == b""
 
 
 async def test_batch_input_files_upload_checked_and_download(sdk: AsyncOpenAI) -> None:

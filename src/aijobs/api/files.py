@@ -17,14 +17,14 @@ from typing import Annotated
 
 import orjson
 from fastapi import APIRouter, Depends, Request, Response
-from fastapi.responses import StreamingResponse
 from starlette.datastructures import UploadFile
 
+from aijobs.api import bodies
 from aijobs.api.deps import Services, services, tenant
 from aijobs.api.openai import batchfile
-from aijobs.errors import InvalidRequest, NotFound, PayloadTooLarge, StorageError
+from aijobs.errors import InvalidRequest, NotFound, PayloadTooLarge
 from aijobs.files import FileRecord, new_file_id, sniff_image
-from aijobs.storage import BlobNotFound, BlobTooLarge
+from aijobs.storage import BlobTooLarge
 
 router = APIRouter(prefix="/v1/files", tags=["files"])
 Svc = Annotated[Services, Depends(services)]
@@ -125,19 +125,8 @@ async def get_file(file_id: str, svc: Svc, owner: Tenant) -> Response:
 @router.get("/{file_id}/content", summary="Download a file's bytes")
 async def get_content(file_id: str, svc: Svc, owner: Tenant) -> Response:
     record = await _owned(svc, file_id, owner)
-    try:
-        chunks = svc.blobs.read(record.key)
-        first = await anext(chunks, b"")
-    except BlobNotFound:
-        raise StorageError(f"the file {file_id!r} is no longer in the store") from None
     headers = {"content-length": str(record.bytes)}
-    return StreamingResponse(_then(first, chunks), media_type=record.content_type, headers=headers)
-
-
-async def _then(first: bytes, rest: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
-    yield first
-    async for chunk in rest:
-        yield chunk
+    return await bodies.streamed(svc.blobs, record.key, f"the file {file_id!r}", record.content_type, headers)
 
 
 @router.delete("/{file_id}", summary="Delete a file")

@@ -9,26 +9,25 @@ job's result: signed URLs or base64 images, or the audio itself.
 from __future__ import annotations
 
 import base64
-from collections.abc import AsyncIterator
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Request, Response
-from fastapi.responses import StreamingResponse
 from pydantic import Field
 
+from aijobs.api import bodies
 from aijobs.api.deps import Services, services, tenant
 from aijobs.api.errors import error_response, openai_status
 from aijobs.api.jobs import wait_for_end
 from aijobs.api.openai.wire import OpenAIRequest, answer, job_headers, metadata, parse, parse_fields
-from aijobs.errors import DeadlineExceeded, InvalidRequest, StorageError
+from aijobs.errors import DeadlineExceeded, InvalidRequest
 from aijobs.jobs import Job, JobStatus
 from aijobs.queue import delivery
 from aijobs.routing.policy import Feature
-from aijobs.storage import BlobNotFound
 from aijobs.types.image import ImageInput
 from aijobs.types.speech import SpeechInput
 from aijobs.views import job_view
 
+_OUTPUT = "the job's output"
 router = APIRouter(tags=["openai"])
 Svc = Annotated[Services, Depends(services)]
 Tenant = Annotated[str, Depends(tenant)]
@@ -114,26 +113,14 @@ async def images(request: Request, svc: Svc, owner: Tenant) -> Response:
         return error
     images = (job.output or {}).get("images", [])
     if body.response_format == "b64_json":
-        data = [{"b64_json": base64.b64encode(await _read(svc, image["key"])).decode()} for image in images]
+        data = [
+            {"b64_json": base64.b64encode(await bodies.whole(svc.blobs, image["key"], _OUTPUT)).decode()}
+            for image in images
+        ]
     else:
         view = await job_view(job, svc.blobs, svc.settings.blob_url_ttl_s)
         data = [{"url": image["url"]} for image in view["output"]["images"]]
     return answer({"created": int(job.created_at), "data": data}, job_headers(job))
-
-
-async def _read(svc: Services, key: str) -> bytes:
-    first, rest = await _opened(svc, key)
-    return first + b"".join([chunk async for chunk in rest])
-
-
-async def _opened(svc: Services, key: str) -> tuple[bytes, AsyncIterator[bytes]]:
-    """A stored output's first chunk (empty for an empty blob) and the rest: a blob that has gone
-    (removed by a bucket lifecycle rule, say) is an error answer, not a broken body."""
-    chunks = svc.blobs.read(key)
-    try:
-        return await anext(chunks, b""), chunks
-    except BlobNotFound:
-        raise StorageError(f"the job's output {key!r} is no longer in the media store") from None
 
 
 @router.post("/v1/audio/speech", summary="OpenAI-compatible text to speech (the audio is the body)")
@@ -145,13 +132,6 @@ async def speech(request: Request, svc: Svc, owner: Tenant) -> Response:
     if (error := _unfinished(job)) is not None:
         return error
     audio = (job.output or {})["audio"]
-    first, chunks = await _opened(svc, audio["key"])
     headers = job_headers(job) | {"content-length": str(audio["bytes"])}
     content_type = audio.get("content_type") or _CONTENT_TYPES[body.response_format]
-    return StreamingResponse(_chain(first, chunks), media_type=content_type, headers=headers)
-
-
-async def _chain(first: bytes, rest: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
-    yield first
-    async for chunk in rest:
-        yield chunk
+    return await bodies.streamed(svc.blobs, audio["key"], _OUTPUT, content_type, headers)
