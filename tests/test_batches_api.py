@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -11,7 +12,9 @@ import openai
 import orjson
 import pytest
 from openai import AsyncOpenAI
+from redis.asyncio import Redis
 
+from aijobs.keys import Keys
 from tests.conftest import TEST_ROUTING, Service, own_db, run_service
 
 
@@ -119,3 +122,28 @@ async def test_bad_batch_requests_are_refused(sdk: AsyncOpenAI) -> None:
         )
     with pytest.raises(openai.NotFoundError):
         await sdk.batches.retrieve("batch_unknown")
+
+
+async def test_a_batch_past_its_window_expires_keeping_what_finished(
+    sdk: AsyncOpenAI, redis_url: str
+) -> None:
+    uploaded = await sdk.files.create(file=("slow.jsonl", jsonl(12)), purpose="batch")
+    one_hour: Any = "1h"  # ours; the SDK's type knows only OpenAI's "24h"
+    raw = await sdk.batches.with_raw_response.create(
+        input_file_id=uploaded.id, endpoint="/v1/chat/completions", completion_window=one_hour,
+        extra_body={"feature": "slow-chat"},
+    )  # fmt: skip
+    batch_id = raw.parse().id
+    await asyncio.sleep(0.5)
+    redis = Redis.from_url(own_db(redis_url, 5))
+    try:  # an hour passes
+        await redis.hset(Keys.batch(batch_id), "expires_at", repr(time.time() - 1))
+    finally:
+        await redis.aclose()
+    done = await settled(sdk, batch_id)
+    assert done.status == "expired" and done.expired_at is not None
+    assert done.request_counts is not None and done.request_counts.completed == 4
+    output = parsed((await sdk.files.content(done.output_file_id)).content)
+    errors = parsed((await sdk.files.content(done.error_file_id)).content)
+    assert len(output) == 4 and [line["error"]["code"] for line in errors] == ["batch_expired"] * 8
+    assert {line["custom_id"] for line in output + errors} == {f"q{i}" for i in range(12)}
