@@ -10,6 +10,8 @@
     job's ``job.succeeded`` sent to a receiver answering in 200 ms; delivery throughput and latency.
 (g) ``/v1/chat/completions`` against a zero-latency OpenAI-wire fake: added latency one request at a
     time, completions/s at concurrency 32, and streaming time to first byte (see bench/chat_api.py).
+(h) chat batches through the OpenAI Batch API on one batch-lane worker against the same fake: lines/s,
+    and the worker's peak RSS for a small and a large batch (see bench/batch.py).
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from redis.asyncio import Redis
 
 from aijobs.apikeys import ApiKeys
 from aijobs.embedded_redis import free_port
-from bench import arq_noop, chat_api, harness, pipeline, submit, webhooks
+from bench import arq_noop, batch, chat_api, harness, pipeline, submit, webhooks
 
 RESULTS = Path(__file__).with_name("results")
 
@@ -179,6 +181,47 @@ def measure_openai(redis_url: str, data_dir: Path, requests: int) -> dict[str, A
     return result
 
 
+BATCH_ROUTING = (
+    OPENAI_ROUTING
+    + """
+[lanes.batch]
+max_jobs = 500
+poll_delay_s = 0.05
+
+[features.background]
+type = "chat"
+lane = "batch"
+route = ["fake:gpt-4o-mini"]
+"""
+)
+
+
+def measure_batch(redis_url: str, data_dir: Path, sizes: list[int]) -> list[dict[str, Any]]:
+    """(h): each size on a fresh worker, so each peak RSS is that batch's own."""
+    key = asyncio.run(dev_key(redis_url))
+    upstream = f"http://127.0.0.1:{free_port()}"
+    routing = data_dir / "routing.batch.toml"
+    text = harness.ROOT.joinpath("bench/routing.bench.toml").read_text()
+    routing.write_text(text + BATCH_ROUTING.replace("{upstream}", upstream))
+    env = {
+        "AIJOBS_ROUTING_FILE": str(routing), "FAKE_UPSTREAM_KEY": "sk-bench-000000000000",
+        "AIJOBS_MAX_UPLOAD_BYTES": str(200 * 1024 * 1024),
+    }  # fmt: skip
+    results = []
+    with (
+        harness.processes((["bench.openai_fake", upstream.rsplit(":", 1)[1]], {})),
+        harness.api(redis_url, data_dir, env) as (url, api_env, _),
+    ):
+        harness.wait_http(upstream)
+        for lines in sizes:
+            with harness.processes((["worker", "--lanes", "batch"], api_env)) as (worker,):
+                time.sleep(1.0)
+                result = asyncio.run(batch.run(url, key, lines))
+                result["worker_peak_rss_mb"] = round(harness.peak_rss_mb(worker.pid), 1)
+            results.append(result)
+    return results
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m bench")
     parser.add_argument("--quick", action="store_true", help="smaller runs, for a smoke test")
@@ -195,6 +238,7 @@ def main() -> int:
         "media": lambda url, d: measure_media(url, d, int(1000 * scale), 20.0 * scale),
         "webhooks": lambda url, d: measure_webhooks(url, d, int(2000 * scale)),
         "openai": lambda url, d: measure_openai(url, d, int(5000 * scale)),
+        "batch": lambda url, d: measure_batch(url, d, [int(10_000 * scale), int(100_000 * scale)]),
     }
     if args.only:
         phases = {name: phases[name] for name in args.only.split(",")}
@@ -304,6 +348,12 @@ def report(results: dict[str, Any]) -> None:
         f"    floor (a bare forwarder, same stack): added p50 {chat['floor_added_p50_ms']} ms, "
         f"p99 {chat['floor_added_p99_ms']} ms; {chat['floor_completions_per_s']} completions/s at 32"
     )
+    print("(h) chat batches (OpenAI Batch API) on one batch-lane worker against the same fake")
+    for run in results["batch"]:
+        print(
+            f"    {run['lines']} lines in {run['seconds']} s = {run['lines_per_s']} lines/s; "
+            f"worker peak RSS {run['worker_peak_rss_mb']} MiB"
+        )
     print(f"\nresults written to {RESULTS}/latest.json")
 
 

@@ -17,6 +17,7 @@ Memory is one window of lines and one chunk of results, whatever the batch's siz
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 import logging
@@ -107,17 +108,20 @@ class BatchDriver:
                 batch, "input_file_gone", "the input file expired or was deleted before the batch ran"
             )
             return 0
-        jobs: dict[int, str] = {}
+        taken: dict[int, bytes] = {}
         offset, number = batch.offset, batch.expanded
         async with contextlib.aclosing(_lines(self.blobs.read(record.key, offset))) as lines:
             async for raw, consumed in lines:
                 offset += consumed
                 if not raw.strip():
                     continue
-                jobs[number] = await self._start(batch, number, raw)
+                taken[number] = raw
                 number += 1
-                if len(jobs) >= room:
+                if len(taken) >= room:
                     break
+        # Created together, so their record scripts share pipelines (one create is one round trip).
+        ids = await asyncio.gather(*(self._start(batch, n, raw) for n, raw in taken.items()))
+        jobs = dict(zip(taken, ids, strict=True))
         await self.batches.add_lines(batch.id, jobs)
         await self.batches.update(batch.id, offset=offset, expanded=number)
         batch.offset, batch.expanded = offset, number
