@@ -42,6 +42,7 @@ async def run(api_url: str, key: str, lines: int) -> dict[str, Any]:
     ids = [orjson.loads(line)["custom_id"] for line in output.splitlines()]
     assert batch["status"] == "completed", batch
     assert sorted(ids) == sorted(f"t{i}" for i in range(lines)), "a line was lost or duplicated"
+    assert batch["request_counts"] == {"total": lines, "completed": lines, "failed": 0}, batch
     return {
         "lines": lines, "seconds": round(elapsed_s, 2), "lines_per_s": round(lines / elapsed_s, 1),
         "counts": batch["request_counts"],

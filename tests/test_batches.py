@@ -73,13 +73,16 @@ async def test_two_drivers_cannot_both_finish_a_batch(store: BatchStore) -> None
 async def test_finished_lines_are_counted_once_however_often_settled(store: BatchStore) -> None:
     made = batch("t1")
     await store.create(made)
-    await store.add_lines(made.id, {0: "job_a", 1: "job_b", 2: "job_c"})
-    await store.add_lines(made.id, {0: "job_a"})  # a driver retrying after a crash
+    assert await store.advance(made.id, 0, {0: "job_a", 1: "job_b", 2: "job_c"}, offset=300)
+    assert not await store.advance(made.id, 0, {0: "job_a"}, offset=100)  # a tick delivered twice
     finished = {"job_a": JobStatus.SUCCEEDED, "job_b": JobStatus.FAILED}
     assert await store.settle(made.id, finished) == 2
     assert await store.settle(made.id, finished) == 0  # retried: nothing counted twice
+    assert not await store.advance(made.id, 0, {0: "job_a", 1: "job_b"}, offset=200)  # a stale tick
+    assert await store.settle(made.id, finished) == 0  # a settled line is never opened again
     found = await store.get(made.id)
     assert found is not None and (found.completed, found.failed) == (1, 1)
+    assert (found.expanded, found.offset) == (3, 300)
     assert await store.open_jobs(made.id) == ["job_c"]
     assert await store.line_jobs(made.id, 1, 3) == ["job_b", "job_c", None]
 
@@ -97,3 +100,15 @@ async def test_listing_pages_newest_first(store: BatchStore) -> None:
     rest, more = await store.page(tenant, 10, after=first[-1].id)
     assert [b.id for b in rest] == made[-3::-1] and not more
     assert await store.page(tenant, 10, after="batch_unknown") == ([], False)
+
+
+async def test_only_one_run_of_a_tick_schedules_the_next(store: BatchStore) -> None:
+    made = batch("t1")
+    await store.create(made)
+    claims = await asyncio.gather(*(store.next_tick(made.id, 0) for _ in range(3)))  # delivered 3 times
+    assert claims.count(True) == 1
+    assert not await store.next_tick(made.id, 0)
+    assert await store.count_failure(made.id) == 1
+    assert await store.next_tick(made.id, 1)  # the next tick, which also clears the failure count
+    found = await store.get(made.id)
+    assert found is not None and (found.tick_seq, found.tick_failures) == (2, 0)

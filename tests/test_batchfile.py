@@ -45,6 +45,16 @@ BAD_LINES = [
     (line(body={**CHAT, "stream": True}), "body.stream", "cannot stream"),
     (line(body={"model": "background", "messages": []}), "body.messages", "at least 1"),
     (line(body={**CHAT, "logit_bias": {}}), "body.logit_bias", None),
+    (
+        line(url="/v1/embeddings", body={"model": "search", "input": ""}),
+        "body.input",
+        None,
+    ),  # the job's check
+    (
+        line(url="/v1/rerank", body={"model": "r", "query": "q", "documents": ["d"], "top_n": 0}),
+        "body.top_n",
+        None,
+    ),
 ]
 
 

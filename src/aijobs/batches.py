@@ -95,8 +95,10 @@ class Batch:
     finalizing_at: float = 0.0
     ended_at: float = 0.0
     cancelling_at: float = 0.0
-    #: Driver ticks that raised (the batch fails after too many).
+    #: Driver ticks that raised since the last good one (the batch fails after too many).
     tick_failures: int = 0
+    #: The sequence number of the tick allowed to schedule the next (see :meth:`BatchStore.next_tick`).
+    tick_seq: int = 0
 
     def view(self) -> dict[str, Any]:
         """OpenAI's batch object."""
@@ -165,6 +167,29 @@ return counted
 """
 
 
+# KEYS: batch, line map, open set. ARGV: expected expanded, new offset, new expanded, ttl,
+# pairs of (line number, job id)…
+_ADVANCE = """
+if tonumber(redis.call('HGET', KEYS[1], 'expanded') or '-1') ~= tonumber(ARGV[1]) then return 0 end
+for i = 5, #ARGV, 2 do
+  if redis.call('HSETNX', KEYS[2], ARGV[i], ARGV[i + 1]) == 1 then
+    redis.call('SADD', KEYS[3], ARGV[i + 1])
+  end
+end
+redis.call('HSET', KEYS[1], 'offset', ARGV[2], 'expanded', ARGV[3])
+redis.call('EXPIRE', KEYS[2], ARGV[4])
+redis.call('EXPIRE', KEYS[3], ARGV[4])
+return 1
+"""
+
+# KEYS: batch. ARGV: the tick's sequence number.
+_NEXT_TICK = """
+if redis.call('HGET', KEYS[1], 'tick_seq') ~= ARGV[1] then return 0 end
+redis.call('HSET', KEYS[1], 'tick_seq', tonumber(ARGV[1]) + 1, 'tick_failures', 0)
+return 1
+"""
+
+
 class BatchStore:
     """Batch records, line maps and open sets in Redis (see the module docstring)."""
 
@@ -174,6 +199,8 @@ class BatchStore:
         self._create = redis.register_script(_CREATE)
         self._move = ScriptBatcher(redis, redis.register_script(_MOVE))
         self._settle = ScriptBatcher(redis, redis.register_script(_SETTLE))
+        self._advance = ScriptBatcher(redis, redis.register_script(_ADVANCE))
+        self._next_tick = ScriptBatcher(redis, redis.register_script(_NEXT_TICK))
 
     async def create(self, batch: Batch) -> None:
         keys = [Keys.batch(batch.id), Keys.tenant_batches(batch.tenant)]
@@ -220,16 +247,21 @@ class BatchStore:
         failures: int = await self.redis.hincrby(Keys.batch(batch_id), "tick_failures", 1)  # type: ignore[misc]
         return failures
 
-    async def add_lines(self, batch_id: str, jobs: dict[int, str]) -> None:
-        """Record which job runs each line, and open them (both idempotent)."""
-        if not jobs:
-            return
-        async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.hset(Keys.batch_lines(batch_id), mapping={str(n): job for n, job in jobs.items()})
-            pipe.sadd(Keys.batch_open(batch_id), *jobs.values())
-            pipe.expire(Keys.batch_lines(batch_id), self.ttl_s)
-            pipe.expire(Keys.batch_open(batch_id), self.ttl_s)
-            await pipe.execute()
+    async def advance(self, batch_id: str, read_from: int, jobs: dict[int, str], offset: int) -> bool:
+        """Map and open the lines a tick started, and move the read position past them, if the position
+        is still ``read_from`` lines in; ``False`` (nothing done) when another tick moved it first.
+        A line already mapped is never opened again, so it is never counted twice."""
+        keys = [Keys.batch(batch_id), Keys.batch_lines(batch_id), Keys.batch_open(batch_id)]
+        pairs = [item for number, job in jobs.items() for item in (number, job)]
+        expanded = read_from + len(jobs)
+        moved = await self._advance(keys, [read_from, offset, expanded, self.ttl_s, *pairs])
+        return bool(moved)
+
+    async def next_tick(self, batch_id: str, seq: int) -> bool:
+        """Claim the right to schedule tick ``seq + 1``: only one run of tick ``seq`` gets it, so a tick
+        delivered twice never starts a second chain. A good tick also clears the failure count."""
+        claimed = await self._next_tick([Keys.batch(batch_id)], [seq])
+        return bool(claimed)
 
     async def open_jobs(self, batch_id: str) -> list[str]:
         return [job.decode() for job in await self.redis.smembers(Keys.batch_open(batch_id))]  # type: ignore[misc]

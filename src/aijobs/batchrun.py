@@ -93,8 +93,12 @@ class BatchDriver:
     async def _settle(self, batch: Batch) -> list[str]:
         """Count the open line jobs that have finished; the ones still open."""
         open_jobs = await self.batches.open_jobs(batch.id)
-        statuses = dict(zip(open_jobs, await self.store.statuses(open_jobs), strict=True))
-        finished = {job: status for job, status in statuses.items() if status in JOB_TERMINAL}
+        finished: dict[str, JobStatus] = {}
+        for job, status in zip(open_jobs, await self.store.statuses(open_jobs), strict=True):
+            if status is None:  # its record expired: it can never finish now, so it counts as failed
+                finished[job] = JobStatus.FAILED
+            elif status in JOB_TERMINAL:
+                finished[job] = status
         await self.batches.settle(batch.id, finished)
         return [job for job in open_jobs if job not in finished]
 
@@ -122,8 +126,8 @@ class BatchDriver:
         # Created together, so their record scripts share pipelines (one create is one round trip).
         ids = await asyncio.gather(*(self._start(batch, n, raw) for n, raw in taken.items()))
         jobs = dict(zip(taken, ids, strict=True))
-        await self.batches.add_lines(batch.id, jobs)
-        await self.batches.update(batch.id, offset=offset, expanded=number)
+        if not await self.batches.advance(batch.id, batch.expanded, jobs, offset):
+            return 0  # another run of this tick got there first (its jobs are these same ones)
         batch.offset, batch.expanded = offset, number
         return len(jobs)
 
@@ -225,7 +229,7 @@ async def _lines(chunks: AsyncIterator[bytes]) -> AsyncGenerator[tuple[bytes, in
         yield rest, len(rest)
 
 
-async def run_batch(ctx: dict[str, Any], batch_id: str) -> None:
+async def run_batch(ctx: dict[str, Any], batch_id: str, seq: str = "0") -> None:
     """The batch lane's arq function: one tick, then the next one scheduled (see the module docstring)."""
     runtime = ctx["runtime"]
     driver = ctx.get("batch_driver")
@@ -246,7 +250,6 @@ async def run_batch(ctx: dict[str, Any], batch_id: str) -> None:
                 await driver.fail(batch, "batch_driver_error", message)
             return
         next_s = FAILED_TICK_S
-    if next_s is not None:
-        await runtime.queue.enqueue_task(
-            RUN_BATCH, batch_tick_id(batch_id), (batch_id,), BATCH_LANE, defer_s=next_s
-        )
+    if next_s is not None and await driver.batches.next_tick(batch_id, int(seq)):
+        args = (batch_id, str(int(seq) + 1))
+        await runtime.queue.enqueue_task(RUN_BATCH, batch_tick_id(batch_id), args, BATCH_LANE, defer_s=next_s)

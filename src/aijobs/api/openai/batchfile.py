@@ -141,7 +141,7 @@ def request_line(raw: bytes) -> dict[str, Any]:
     if body.get("n", 1) != 1:
         raise InvalidRequest("body.n: a batch request answers one choice", param="body.n")
     try:
-        parse(ENDPOINTS[url], orjson.dumps(body))
+        job_input(url, body)  # as the batch will run it: the endpoint's checks, then the job's
     except InvalidRequest as exc:
         param = f"body.{exc.param}" if exc.param else "body"
         raise InvalidRequest(f"body.{exc.message}" if exc.param else exc.message, param=param) from None
