@@ -34,6 +34,7 @@ async def test_a_record_round_trips_and_reads_as_openais_batch(store: BatchStore
     found = await store.get(made.id)
     assert found == made
     assert await store.get(made.id, tenant="someone-else") is None
+    assert await store.redis.ttl(f"aijobs:batch:{made.id}") > 86_400  # its whole window, then some
     view = made.view()
     assert (
         view["object"] == "batch"
@@ -73,12 +74,12 @@ async def test_two_drivers_cannot_both_finish_a_batch(store: BatchStore) -> None
 async def test_finished_lines_are_counted_once_however_often_settled(store: BatchStore) -> None:
     made = batch("t1")
     await store.create(made)
-    assert await store.advance(made.id, 0, {0: "job_a", 1: "job_b", 2: "job_c"}, offset=300)
-    assert not await store.advance(made.id, 0, {0: "job_a"}, offset=100)  # a tick delivered twice
+    assert await store.advance(made, 0, {0: "job_a", 1: "job_b", 2: "job_c"}, offset=300)
+    assert not await store.advance(made, 0, {0: "job_a"}, offset=100)  # a tick delivered twice
     finished = {"job_a": JobStatus.SUCCEEDED, "job_b": JobStatus.FAILED}
     assert await store.settle(made.id, finished) == 2
     assert await store.settle(made.id, finished) == 0  # retried: nothing counted twice
-    assert not await store.advance(made.id, 0, {0: "job_a", 1: "job_b"}, offset=200)  # a stale tick
+    assert not await store.advance(made, 0, {0: "job_a", 1: "job_b"}, offset=200)  # a stale tick
     assert await store.settle(made.id, finished) == 0  # a settled line is never opened again
     found = await store.get(made.id)
     assert found is not None and (found.completed, found.failed) == (1, 1)

@@ -205,7 +205,11 @@ class BatchStore:
     async def create(self, batch: Batch) -> None:
         keys = [Keys.batch(batch.id), Keys.tenant_batches(batch.tenant)]
         await self._create(keys=keys, args=[batch.id, int(batch.created_at * 1000), *_encode(batch)])
-        await self.redis.expire(Keys.batch(batch.id), self.ttl_s)
+        await self.redis.expire(Keys.batch(batch.id), self.kept_s(batch))
+
+    def kept_s(self, batch: Batch) -> int:
+        """How long a batch's keys live: its whole window, then as long as a job's record."""
+        return int(batch.expires_at - batch.created_at) + self.ttl_s
 
     async def get(self, batch_id: str, tenant: str | None = None) -> Batch | None:
         """The record, or ``None`` when missing or (with ``tenant``) someone else's."""
@@ -247,14 +251,14 @@ class BatchStore:
         failures: int = await self.redis.hincrby(Keys.batch(batch_id), "tick_failures", 1)  # type: ignore[misc]
         return failures
 
-    async def advance(self, batch_id: str, read_from: int, jobs: dict[int, str], offset: int) -> bool:
+    async def advance(self, batch: Batch, read_from: int, jobs: dict[int, str], offset: int) -> bool:
         """Map and open the lines a tick started, and move the read position past them, if the position
         is still ``read_from`` lines in; ``False`` (nothing done) when another tick moved it first.
         A line already mapped is never opened again, so it is never counted twice."""
-        keys = [Keys.batch(batch_id), Keys.batch_lines(batch_id), Keys.batch_open(batch_id)]
+        keys = [Keys.batch(batch.id), Keys.batch_lines(batch.id), Keys.batch_open(batch.id)]
         pairs = [item for number, job in jobs.items() for item in (number, job)]
         expanded = read_from + len(jobs)
-        moved = await self._advance(keys, [read_from, offset, expanded, self.ttl_s, *pairs])
+        moved = await self._advance(keys, [read_from, offset, expanded, self.kept_s(batch), *pairs])
         return bool(moved)
 
     async def next_tick(self, batch_id: str, seq: int) -> bool:

@@ -126,14 +126,15 @@ class BatchDriver:
         # Created together, so their record scripts share pipelines (one create is one round trip).
         ids = await asyncio.gather(*(self._start(batch, n, raw) for n, raw in taken.items()))
         jobs = dict(zip(taken, ids, strict=True))
-        if not await self.batches.advance(batch.id, batch.expanded, jobs, offset):
+        if not await self.batches.advance(batch, batch.expanded, jobs, offset):
             return 0  # another run of this tick got there first (its jobs are these same ones)
         batch.offset, batch.expanded = offset, number
         return len(jobs)
 
     async def _start(self, batch: Batch, number: int, raw: bytes) -> str:
         line = request_line(raw)  # checked at upload; the same check again costs little
-        key = hashlib.sha256(f"{batch.id}:{number}".encode()).hexdigest()
+        # A newline cannot be in an Idempotency-Key header, so no caller's key can collide with this one.
+        key = hashlib.sha256(f"batch\n{batch.id}\n{number}".encode()).hexdigest()
         created = await self.store.create(
             tenant=batch.tenant, type=JOB_TYPES[batch.endpoint], feature=batch.feature, lane=BATCH_LANE,
             input=job_input(batch.endpoint, line["body"]).model_dump(mode="json", exclude_none=True),
