@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx2
@@ -16,6 +18,7 @@ from redis.asyncio import Redis
 
 from aijobs.keys import Keys
 from tests.conftest import TEST_ROUTING, Service, own_db, run_service
+from tests.test_cli import aijobs
 
 
 @pytest.fixture(scope="module")
@@ -147,3 +150,27 @@ async def test_a_batch_past_its_window_expires_keeping_what_finished(
     errors = parsed((await sdk.files.content(done.error_file_id)).content)
     assert len(output) == 4 and [line["error"]["code"] for line in errors] == ["batch_expired"] * 8
     assert {line["custom_id"] for line in output + errors} == {f"q{i}" for i in range(12)}
+
+
+def test_the_cli_submits_follows_and_downloads_a_batch(service: Service, tmp_path: Path) -> None:
+    requests = tmp_path / "requests.jsonl"
+    requests.write_bytes(jsonl(6))
+    env = {**service.env, "AIJOBS_KEY": service.key, "AIJOBS_PUBLIC_URL": service.url}
+    submitted = aijobs("batch", "submit", str(requests), "--wait", "60", env=env)
+    assert submitted.returncode == 0, submitted.stderr
+    batch = json.loads(submitted.stdout)
+    assert batch["status"] == "completed" and "] 6/6 lines, 0 failed (completed)" in submitted.stderr
+    assert json.loads(aijobs("batch", "status", batch["id"], env=env).stdout)["id"] == batch["id"]
+    out, errors = tmp_path / "out.jsonl", tmp_path / "errors.jsonl"
+    fetched = aijobs("batch", "results", batch["id"], "-o", str(out), "--errors", str(errors), env=env)
+    assert fetched.returncode == 0 and "completed: 6 completed, 0 failed" in fetched.stderr
+    assert sorted(orjson.loads(line)["custom_id"] for line in out.read_bytes().splitlines()) == [
+        f"q{i}" for i in range(6)
+    ]
+    assert errors.read_bytes() == b""
+    bad = tmp_path / "bad.jsonl"
+    bad.write_bytes(
+        jsonl(1) + b'{"custom_id": "x", "method": "GET", "url": "/v1/chat/completions", "body": {}}\n'
+    )
+    refused = aijobs("batch", "submit", str(bad), env=env)
+    assert refused.returncode == 2 and "line 2: method: must be POST" in refused.stderr

@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 from typing import Any, cast
 
-from aijobs import logs
+from aijobs import batchcli, logs
 from aijobs.errors import ConfigError
 from aijobs.routing.config import WORKER_LANES, WorkerLane
 from aijobs.settings import Settings
@@ -230,6 +230,7 @@ def build_parser() -> argparse.ArgumentParser:
     check = routing.add_parser("check", help="validate a routing file and print the resolved routes")
     check.add_argument("file", nargs="?", help="default: AIJOBS_ROUTING_FILE or routing.toml")
     check.set_defaults(func=cmd_routing_check)
+    batchcli.add_commands(sub)
     return parser
 
 
