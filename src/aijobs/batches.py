@@ -242,10 +242,6 @@ class BatchStore:
             raise LookupError(batch_id)
         return None if result == 1 else BatchStatus(result.decode())
 
-    async def update(self, batch_id: str, **fields: Any) -> None:
-        """Set progress fields that only the batch's one driver writes (offset, expanded, total…)."""
-        await self.redis.hset(Keys.batch(batch_id), mapping=fields)  # type: ignore[misc]
-
     async def count_failure(self, batch_id: str) -> int:
         """One more tick that broke; how many have, in a row or not."""
         failures: int = await self.redis.hincrby(Keys.batch(batch_id), "tick_failures", 1)  # type: ignore[misc]

@@ -28,7 +28,7 @@ from typing import Any
 
 import orjson
 
-from aijobs.api.openai.batchfile import JOB_TYPES, job_input, request_line, result_line, unrun_line
+from aijobs.api.openai.batchfile import JOB_TYPES, request_line, result_line, unrun_line
 from aijobs.batches import TERMINAL, Batch, BatchStatus, BatchStore
 from aijobs.files import FileRecord, Files, new_file_id
 from aijobs.jobs import TERMINAL as JOB_TERMINAL
@@ -132,13 +132,13 @@ class BatchDriver:
         return len(jobs)
 
     async def _start(self, batch: Batch, number: int, raw: bytes) -> str:
-        line = request_line(raw)  # checked at upload; the same check again costs little
+        line = request_line(raw)  # checked at upload, and the job's input comes out of the check
         # A newline cannot be in an Idempotency-Key header, so no caller's key can collide with this one.
         key = hashlib.sha256(f"batch\n{batch.id}\n{number}".encode()).hexdigest()
         created = await self.store.create(
             tenant=batch.tenant, type=JOB_TYPES[batch.endpoint], feature=batch.feature, lane=BATCH_LANE,
-            input=job_input(batch.endpoint, line["body"]).model_dump(mode="json", exclude_none=True),
-            metadata={"batch_id": batch.id, "custom_id": line["custom_id"]},
+            input=line.input.model_dump(mode="json", exclude_none=True),
+            metadata={"batch_id": batch.id, "custom_id": line.custom_id},
             idempotency=(key, hashlib.sha256(raw).hexdigest()), deliver=delivery,
         )  # fmt: skip
         return created.job.id
@@ -166,10 +166,17 @@ class BatchDriver:
     async def _results(self, batch: Batch, *, succeeded: bool) -> AsyncIterator[bytes]:
         """The output file's lines (``succeeded``) or the error file's, in input order."""
         for first in range(0, batch.expanded, RESULT_CHUNK):
-            ids = await self.batches.line_jobs(batch.id, first, min(RESULT_CHUNK, batch.expanded - first))
-            for job in await self.store.get_many([i for i in ids if i is not None]):
-                if (job.status is JobStatus.SUCCEEDED) == succeeded:
-                    yield result_line(job)
+            count = min(RESULT_CHUNK, batch.expanded - first)
+            ids = [job for job in await self.batches.line_jobs(batch.id, first, count) if job]
+            # Statuses first: each file loads only its own records (outputs can be large).
+            statuses = await self.store.statuses(ids)
+            ours = [
+                job
+                for job, status in zip(ids, statuses, strict=True)
+                if (status is JobStatus.SUCCEEDED) == succeeded
+            ]
+            for job in await self.store.get_many(ours):
+                yield result_line(job)
         if succeeded or batch.expanded >= batch.total:
             return
         code = f"batch_{batch.ending}"

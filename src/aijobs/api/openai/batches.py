@@ -11,13 +11,12 @@ import re
 import time
 from typing import Annotated, Any, Literal
 
-import orjson
 from fastapi import APIRouter, Depends, Query, Request, Response
 from pydantic import Field
 
 from aijobs.api.deps import Services, services, tenant
 from aijobs.api.openai import batchfile
-from aijobs.api.openai.wire import OpenAIRequest, parse
+from aijobs.api.openai.wire import OpenAIRequest, answer, parse
 from aijobs.batches import Batch, BatchStatus, new_batch_id
 from aijobs.errors import Conflict, InvalidRequest, NotFound
 from aijobs.queue import BATCH_LANE, RUN_BATCH, batch_tick_id
@@ -42,10 +41,6 @@ class BatchRequest(OpenAIRequest):
     feature: str | None = Field(default=None, max_length=64)
 
 
-def _json(payload: object, status_code: int = 200) -> Response:
-    return Response(orjson.dumps(payload), status_code, media_type="application/json")
-
-
 @router.post("/v1/batches", summary="Create a batch from an uploaded file (OpenAI Batch API)")
 async def create(request: Request, svc: Svc, owner: Tenant) -> Response:
     body = parse(BatchRequest, await request.body())
@@ -63,7 +58,7 @@ async def create(request: Request, svc: Svc, owner: Tenant) -> Response:
     )  # fmt: skip
     await svc.batches.create(batch)
     await svc.queue.enqueue_task(RUN_BATCH, batch_tick_id(batch.id), (batch.id,), BATCH_LANE)
-    return _json(batch.view())
+    return answer(batch.view())
 
 
 def _window_h(window: str) -> int:
@@ -99,7 +94,7 @@ async def _owned(svc: Services, batch_id: str, owner: str) -> Batch:
 
 @router.get("/v1/batches/{batch_id}", summary="A batch, with its progress")
 async def get_batch(batch_id: str, svc: Svc, owner: Tenant) -> Response:
-    return _json((await _owned(svc, batch_id, owner)).view())
+    return answer((await _owned(svc, batch_id, owner)).view())
 
 
 @router.get("/v1/batches", summary="The caller's batches, newest first")
@@ -113,7 +108,7 @@ async def list_batches(
     data: list[dict[str, Any]] = [batch.view() for batch in found]
     page = {"object": "list", "data": data, "has_more": more}
     page |= {"first_id": data[0]["id"] if data else None, "last_id": data[-1]["id"] if data else None}
-    return _json(page)
+    return answer(page)
 
 
 @router.post("/v1/batches/{batch_id}/cancel", summary="Cancel a batch: no new lines start")
@@ -122,4 +117,4 @@ async def cancel(batch_id: str, svc: Svc, owner: Tenant) -> Response:
     refused = await svc.batches.move(batch.id, BatchStatus.CANCELLING, cancelling_at=time.time())
     if refused is not None and refused is not BatchStatus.CANCELLING:
         raise Conflict(f"batch {batch.id} is already {refused.value}", param="batch_id")
-    return _json((await _owned(svc, batch_id, owner)).view())  # cancelling, or already finishing
+    return answer((await _owned(svc, batch_id, owner)).view())  # cancelling, or already finishing

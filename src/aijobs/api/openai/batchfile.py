@@ -102,7 +102,7 @@ def _check_line(raw: bytes, number: int, checked: Checked, seen: set[bytes]) -> 
     except InvalidRequest as exc:
         checked.fail(LineError(number, exc.message, exc.param))
         return
-    url, custom_id = request["url"], request["custom_id"]
+    url, custom_id = request.url, request.custom_id
     if checked.endpoint is None:
         checked.endpoint = url
     elif url != checked.endpoint:
@@ -113,9 +113,18 @@ def _check_line(raw: bytes, number: int, checked: Checked, seen: set[bytes]) -> 
     seen.add(digest)
 
 
-def request_line(raw: bytes) -> dict[str, Any]:
-    """One line as its parts, its body validated for its endpoint; :class:`InvalidRequest` naming the
-    field otherwise (a body field is named ``body.<field>``)."""
+@dataclass(frozen=True, slots=True)
+class RequestLine:
+    """A checked line: its ``custom_id``, its endpoint, and the input of the job that runs it."""
+
+    custom_id: str
+    url: str
+    input: BaseModel
+
+
+def request_line(raw: bytes) -> RequestLine:
+    """One line as its parts, its body validated for its endpoint and turned into a job input;
+    :class:`InvalidRequest` naming the field otherwise (a body field is named ``body.<field>``)."""
     try:
         line = orjson.loads(raw)
     except orjson.JSONDecodeError:
@@ -141,11 +150,11 @@ def request_line(raw: bytes) -> dict[str, Any]:
     if body.get("n", 1) != 1:
         raise InvalidRequest("body.n: a batch request answers one choice", param="body.n")
     try:
-        job_input(url, body)  # as the batch will run it: the endpoint's checks, then the job's
+        job = job_input(url, body)  # as the batch will run it: the endpoint's checks, then the job's
     except InvalidRequest as exc:
         param = f"body.{exc.param}" if exc.param else "body"
         raise InvalidRequest(f"body.{exc.message}" if exc.param else exc.message, param=param) from None
-    return line
+    return RequestLine(custom_id, url, job)
 
 
 def job_input(url: str, body: dict[str, Any]) -> BaseModel:
