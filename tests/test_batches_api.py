@@ -174,3 +174,66 @@ def test_the_cli_submits_follows_and_downloads_a_batch(service: Service, tmp_pat
     )
     refused = aijobs("batch", "submit", str(bad), env=env)
     assert refused.returncode == 2 and "line 2: method: must be POST" in refused.stderr
+
+
+async def test_a_native_batch_runs_image_and_speech_inputs(service: Service) -> None:
+    async with httpx2.AsyncClient(base_url=service.url, headers=service.headers(), timeout=30) as api:
+        images = await api.post("/v1/batches", json={
+            "type": "image", "inputs": [{"prompt": f"a red fox {i}", "size": "256x256"} for i in range(5)],
+            "completion_window": "2h", "metadata": {"run": "catalog"},
+        })  # fmt: skip
+        speech = await api.post("/v1/batches", json={"feature": "speech", "inputs": [{"text": "hello"}] * 2})
+        assert images.status_code == speech.status_code == 200, images.text + speech.text
+        made = images.json()
+        assert (made["endpoint"], made["type"], made["feature"]) == ("/v1/jobs", "image", "images")
+        assert made["request_counts"]["total"] == 5 and made["metadata"] == {"run": "catalog"}
+        for batch, count in ((made, 5), (speech.json(), 2)):
+            done = await _native_settled(api, batch["id"])
+            assert done["status"] == "completed" and done["error_file_id"] is None
+            assert done["request_counts"] == {"total": count, "completed": count, "failed": 0}
+            content = await api.get(f"/v1/files/{done['output_file_id']}/content")
+            lines = parsed(content.content)
+            assert [line["index"] for line in lines] == list(range(count))
+            assert {line["status"] for line in lines} == {"succeeded"} and len(
+                {ln["job_id"] for ln in lines}
+            ) == count
+            job = (await api.get(f"/v1/jobs/{lines[0]['job_id']}")).json()
+            assert job["metadata"] == {"batch_id": batch["id"], "batch_index": "0"}
+        media = lines[0]["output"]["audio"]
+        async with httpx2.AsyncClient() as anyone:  # the signed URL needs no key
+            audio = await anyone.get(media["url"])
+        assert audio.status_code == 200 and audio.content[:4] == b"RIFF"
+
+
+async def _native_settled(api: httpx2.AsyncClient, batch_id: str) -> dict[str, Any]:
+    for _ in range(600):
+        batch: dict[str, Any] = (await api.get(f"/v1/batches/{batch_id}")).json()
+        if batch["status"] in ("completed", "failed", "expired", "cancelled"):
+            return batch
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"batch {batch_id} still running")
+
+
+async def test_a_native_batch_with_bad_inputs_is_refused_naming_each(service: Service) -> None:
+    async with httpx2.AsyncClient(base_url=service.url, headers=service.headers(), timeout=30) as api:
+        inputs = [{"prompt": "fine"}, {"prompt": ""}, {"prompt": "fine"}, {"promt": "typo"}]
+        bad = await api.post("/v1/batches", json={"type": "image", "inputs": inputs})
+        assert bad.status_code == 400
+        error = bad.json()["error"]
+        assert error["param"] == "inputs.1.prompt" and "2 bad input(s)" in error["message"]
+        assert [(d["index"], d["param"]) for d in error["details"]] == [
+            (1, "inputs.1.prompt"),
+            (3, "inputs.3.prompt"),
+        ]
+        refusals = {
+            "type": {"inputs": [{"text": "hi"}]},
+            "feature": {"type": "chat", "feature": "speech", "inputs": [{"text": "hi"}]},
+            "inputs": {"type": "speech", "inputs": []},
+            "completion_window": {"type": "speech", "inputs": [{"text": "hi"}], "completion_window": "2d"},
+        }
+        for param, body in refusals.items():
+            refused = await api.post("/v1/batches", json=body)
+            assert refused.status_code == 400 and refused.json()["error"]["param"] == param, (
+                param,
+                refused.text,
+            )

@@ -57,6 +57,8 @@ ALLOWED_FROM: dict[BatchStatus, frozenset[BatchStatus]] = {
     BatchStatus.CANCELLED: frozenset({BatchStatus.FINALIZING}),
 }
 BATCH_ID_PREFIX = "batch_"
+#: The endpoint of a native batch (job inputs of any type, see :mod:`aijobs.api.jobbatches`).
+NATIVE_ENDPOINT = "/v1/jobs"
 #: Counted line outcomes: a succeeded job is ``completed``, any other ending ``failed``.
 _COUNTERS = ("completed", "failed")
 _JSON_FIELDS = frozenset({"metadata", "errors"})
@@ -79,6 +81,8 @@ class Batch:
     created_at: float
     expires_at: float
     status: BatchStatus = BatchStatus.VALIDATING
+    #: The job type every line runs as.
+    type: str = "chat"
     metadata: dict[str, str] = field(default_factory=dict)
     total: int = 0
     #: Lines read from the input so far, and where in it (bytes) the next one starts.
@@ -115,7 +119,7 @@ class Batch:
             "cancelled_at": ended[BatchStatus.CANCELLED],
             "request_counts": {"total": self.total, "completed": self.completed, "failed": self.failed},
             "errors": {"object": "list", "data": self.errors} if self.errors else None,
-            "metadata": self.metadata or None, "feature": self.feature,
+            "metadata": self.metadata or None, "feature": self.feature, "type": self.type,
         }  # fmt: skip
 
 

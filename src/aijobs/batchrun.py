@@ -28,9 +28,9 @@ from typing import Any
 
 import orjson
 
-from aijobs.api.openai.batchfile import JOB_TYPES, request_line, result_line, unrun_line
 from aijobs.batches import TERMINAL, Batch, BatchStatus, BatchStore
-from aijobs.files import FileRecord, Files, new_file_id
+from aijobs.batchlines import LineFormat, line_format
+from aijobs.files import FileRecord, Files
 from aijobs.jobs import TERMINAL as JOB_TERMINAL
 from aijobs.jobs import JobStatus
 from aijobs.queue import BATCH_LANE, RUN_BATCH, batch_tick_id, delivery
@@ -132,16 +132,18 @@ class BatchDriver:
         return len(jobs)
 
     async def _start(self, batch: Batch, number: int, raw: bytes) -> str:
-        line = request_line(raw)  # checked at upload, and the job's input comes out of the check
+        line = self._format(batch).job(raw, number)
         # A newline cannot be in an Idempotency-Key header, so no caller's key can collide with this one.
         key = hashlib.sha256(f"batch\n{batch.id}\n{number}".encode()).hexdigest()
         created = await self.store.create(
-            tenant=batch.tenant, type=JOB_TYPES[batch.endpoint], feature=batch.feature, lane=BATCH_LANE,
-            input=line.input.model_dump(mode="json", exclude_none=True),
-            metadata={"batch_id": batch.id, "custom_id": line.custom_id},
+            tenant=batch.tenant, type=batch.type, feature=batch.feature, lane=BATCH_LANE,
+            input=line.input, metadata={"batch_id": batch.id, **line.metadata},
             idempotency=(key, hashlib.sha256(raw).hexdigest()), deliver=delivery,
         )  # fmt: skip
         return created.job.id
+
+    def _format(self, batch: Batch) -> LineFormat:
+        return line_format(batch.endpoint, self.blobs, self.files.ttl_s)
 
     async def fail(self, batch: Batch, code: str, message: str) -> None:
         """End the batch as failed, with ``code`` in its errors."""
@@ -156,8 +158,8 @@ class BatchDriver:
             if moved is not None:  # another tick got there first
                 return
             batch.ending = ending.value
-        output = await self._write(batch, "batch_output", self._results(batch, succeeded=True))
-        errors = await self._write(batch, "batch_output", self._results(batch, succeeded=False))
+        output = await self._write(batch, "output", self._results(batch, succeeded=True))
+        errors = await self._write(batch, "errors", self._results(batch, succeeded=False))
         await self.batches.move(
             batch.id, BatchStatus(batch.ending), ended_at=time.time(),
             output_file_id=output.id if output else "", error_file_id=errors.id if errors else "",
@@ -165,6 +167,7 @@ class BatchDriver:
 
     async def _results(self, batch: Batch, *, succeeded: bool) -> AsyncIterator[bytes]:
         """The output file's lines (``succeeded``) or the error file's, in input order."""
+        fmt = self._format(batch)
         for first in range(0, batch.expanded, RESULT_CHUNK):
             count = min(RESULT_CHUNK, batch.expanded - first)
             ids = [job for job in await self.batches.line_jobs(batch.id, first, count) if job]
@@ -176,7 +179,7 @@ class BatchDriver:
                 if (status is JobStatus.SUCCEEDED) == succeeded
             ]
             for job in await self.store.get_many(ours):
-                yield result_line(job)
+                yield await fmt.result(job)
         if succeeded or batch.expanded >= batch.total:
             return
         code = f"batch_{batch.ending}"
@@ -188,41 +191,25 @@ class BatchDriver:
         async with contextlib.aclosing(_lines(self.blobs.read(record.key, batch.offset))) as lines:
             async for raw, _ in lines:
                 if raw.strip():
-                    custom_id = str(orjson.loads(raw).get("custom_id", ""))
-                    yield unrun_line(batch.id, number, custom_id, code, message)
+                    yield fmt.unrun(batch.id, number, raw, code, message)
                     number += 1
 
-    async def _write(self, batch: Batch, purpose: str, lines: AsyncIterator[bytes]) -> FileRecord | None:
+    async def _write(self, batch: Batch, name: str, lines: AsyncIterator[bytes]) -> FileRecord | None:
         """Store ``lines`` as a file of the batch's tenant; ``None`` when there are none."""
-        file_id, now = new_file_id(), time.time()
-        key = f"files/{batch.tenant}/{file_id}"
-        counted = _Counted(lines)
-        blob = await self.blobs.put(key, counted, "application/jsonl")
-        if counted.lines == 0:
-            await self.blobs.delete(key)
-            return None
-        record = FileRecord(
-            file_id, batch.tenant, purpose, f"{batch.id}_{purpose}.jsonl", "application/jsonl", blob.bytes,
-            blob.sha256, now, now + self.files.ttl_s, counted.lines,
-        )  # fmt: skip
-        await self.files.save(record)
-        return record
+        async with contextlib.aclosing(lines):  # type: ignore[type-var]  # the lines come from a generator
+            first = await anext(lines, None)
+            if first is None:
+                return None
+            return await self.files.store(
+                batch.tenant, "batch_output", f"{batch.id}_{name}.jsonl", _following(first, lines),
+                "application/jsonl",
+            )  # fmt: skip
 
 
-class _Counted:
-    """An async iterable of lines that counts what it passes on."""
-
-    def __init__(self, lines: AsyncIterator[bytes]) -> None:
-        self._lines = lines
-        self.lines = 0
-
-    def __aiter__(self) -> AsyncIterator[bytes]:
-        return self._count()
-
-    async def _count(self) -> AsyncIterator[bytes]:
-        async for line in self._lines:
-            self.lines += 1
-            yield line
+async def _following(first: bytes, rest: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    yield first
+    async for line in rest:
+        yield line
 
 
 async def _lines(chunks: AsyncIterator[bytes]) -> AsyncGenerator[tuple[bytes, int], None]:

@@ -9,6 +9,8 @@ when removed through the API, else left for a bucket lifecycle rule).
 from __future__ import annotations
 
 import os
+import time
+from collections.abc import AsyncIterable
 from dataclasses import asdict, dataclass
 
 import orjson
@@ -85,6 +87,30 @@ class Files:
 
     async def save(self, record: FileRecord) -> None:
         await self.redis.set(Keys.file(record.id), orjson.dumps(asdict(record)), ex=self.ttl_s)
+
+    async def store(
+        self,
+        tenant: str,
+        purpose: str,
+        filename: str,
+        data: bytes | AsyncIterable[bytes],
+        content_type: str,
+        *,
+        max_bytes: int | None = None,
+        lines: int | None = None,
+        endpoint: str | None = None,
+    ) -> FileRecord:
+        """Put ``data`` in the BlobStore as a new file of ``tenant``'s; its record, saved.
+
+        ``BlobTooLarge`` once past ``max_bytes`` (nothing is kept then)."""
+        file_id, now = new_file_id(), time.time()
+        blob = await self.blobs.put(f"files/{tenant}/{file_id}", data, content_type, max_bytes=max_bytes)
+        record = FileRecord(
+            file_id, tenant, purpose, filename, content_type, blob.bytes, blob.sha256, now, now + self.ttl_s,
+            lines, endpoint,
+        )  # fmt: skip
+        await self.save(record)
+        return record
 
     async def get(self, file_id: str, tenant: str) -> FileRecord | None:
         """The tenant's file, or ``None`` (missing, expired, or someone else's)."""

@@ -25,7 +25,7 @@ async def job_view(job: Job, blobs: BlobStore, url_ttl_s: int, summary: bool = F
     return {
         **_common(job),
         "input": job.input,
-        "output": await _signed_output(job.output, blobs, url_ttl_s),
+        "output": await signed_output(job.output, blobs, url_ttl_s),
         "error": job.error,
         "route": job.route,
         "attempts": [{**a, "started_at": iso(a.get("started_at"))} for a in job.attempts],
@@ -62,9 +62,8 @@ def _task_view(task: dict[str, Any] | None) -> dict[str, Any]:
     return {"progress": task.get("progress"), "task": view}
 
 
-async def _signed_output(
-    output: dict[str, Any] | None, blobs: BlobStore, ttl_s: int
-) -> dict[str, Any] | None:
+async def signed_output(output: dict[str, Any] | None, blobs: BlobStore, ttl_s: int) -> dict[str, Any] | None:
+    """A job's output with each stored blob (image, audio, video) as a URL signed for ``ttl_s``."""
     if output is None or not any(name in output for name in _BLOB_FIELDS):
         return output
     expires_at = iso(time.time() + ttl_s)

@@ -11,7 +11,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import AsyncIterator
 from typing import Annotated
 
@@ -23,7 +22,7 @@ from aijobs.api import bodies
 from aijobs.api.deps import Services, services, tenant
 from aijobs.api.openai import batchfile
 from aijobs.errors import InvalidRequest, NotFound, PayloadTooLarge
-from aijobs.files import FileRecord, new_file_id, sniff_image
+from aijobs.files import FileRecord, sniff_image
 from aijobs.storage import BlobTooLarge
 
 router = APIRouter(prefix="/v1/files", tags=["files"])
@@ -89,20 +88,15 @@ async def _store(
     content_type: str,
     batch: batchfile.Checked | None,
 ) -> FileRecord:
-    file_id, now = new_file_id(), time.time()
-    key = f"files/{owner}/{file_id}"
     limit = svc.settings.max_upload_bytes
+    filename = (upload.filename or "upload")[:MAX_FILENAME_CHARS]
     try:
-        blob = await svc.blobs.put(key, _chunks(upload), content_type, max_bytes=limit)
+        return await svc.files.store(
+            owner, purpose, filename, _chunks(upload), content_type, max_bytes=limit,
+            lines=batch.lines if batch else None, endpoint=batch.endpoint if batch else None,
+        )  # fmt: skip
     except BlobTooLarge:
         raise PayloadTooLarge(f"file: larger than the {limit}-byte limit", param="file") from None
-    filename = (upload.filename or "upload")[:MAX_FILENAME_CHARS]
-    record = FileRecord(
-        file_id, owner, purpose, filename, content_type, blob.bytes, blob.sha256, now,
-        now + svc.settings.file_ttl_s, batch.lines if batch else None, batch.endpoint if batch else None,
-    )  # fmt: skip
-    await svc.files.save(record)
-    return record
 
 
 async def _chunks(upload: UploadFile) -> AsyncIterator[bytes]:

@@ -7,27 +7,24 @@ job type, else the type's default feature), on the batch lane, a window at a tim
 
 from __future__ import annotations
 
-import re
+import contextlib
 import time
 from typing import Annotated, Any, Literal
 
+import orjson
 from fastapi import APIRouter, Depends, Query, Request, Response
 from pydantic import Field
 
+from aijobs.api import jobbatches
 from aijobs.api.deps import Services, services, tenant
 from aijobs.api.openai import batchfile
 from aijobs.api.openai.wire import OpenAIRequest, answer, parse
 from aijobs.batches import Batch, BatchStatus, new_batch_id
 from aijobs.errors import Conflict, InvalidRequest, NotFound
-from aijobs.queue import BATCH_LANE, RUN_BATCH, batch_tick_id
-from aijobs.routing.policy import Feature
 
 router = APIRouter(tags=["batches"])
 Svc = Annotated[Services, Depends(services)]
 Tenant = Annotated[str, Depends(tenant)]
-DEFAULT_FEATURE = "background"
-_WINDOW = re.compile(r"([1-9][0-9]{0,2})h")
-MAX_WINDOW_H = 7 * 24
 
 
 class BatchRequest(OpenAIRequest):
@@ -41,48 +38,31 @@ class BatchRequest(OpenAIRequest):
     feature: str | None = Field(default=None, max_length=64)
 
 
-@router.post("/v1/batches", summary="Create a batch from an uploaded file (OpenAI Batch API)")
+@router.post(
+    "/v1/batches", summary="Create a batch from an uploaded file (OpenAI Batch API) or from job inputs"
+)
 async def create(request: Request, svc: Svc, owner: Tenant) -> Response:
-    body = parse(BatchRequest, await request.body())
-    window_h = _window_h(body.completion_window)
-    record = await svc.files.get(body.input_file_id, owner)
-    if record is None or record.purpose != "batch":
-        raise NotFound(f"input_file_id: no batch file {body.input_file_id!r}", param="input_file_id")
-    if record.endpoint != body.endpoint:
+    raw = await request.body()
+    with contextlib.suppress(orjson.JSONDecodeError):  # not JSON: the OpenAI parse below says so
+        if isinstance(body := orjson.loads(raw), dict) and "inputs" in body:
+            return answer((await jobbatches.create(svc, owner, body)).view())
+    request_body = parse(BatchRequest, raw)
+    window_h = jobbatches.window_hours(request_body.completion_window)
+    record = await svc.files.get(request_body.input_file_id, owner)
+    if record is None or record.purpose != "batch" or record.endpoint not in batchfile.JOB_TYPES:
+        message = f"input_file_id: no batch file {request_body.input_file_id!r}"
+        raise NotFound(message, param="input_file_id")
+    if record.endpoint != request_body.endpoint:
         raise InvalidRequest(f"endpoint: the file's requests call {record.endpoint}", param="endpoint")
-    feature = _feature(svc, body.feature, batchfile.JOB_TYPES[body.endpoint])
-    now = time.time()
+    job_type = batchfile.JOB_TYPES[request_body.endpoint]
+    feature = jobbatches.batch_feature(svc, request_body.feature, job_type)
+    now, window = time.time(), request_body.completion_window
     batch = Batch(
-        new_batch_id(), owner, body.endpoint, record.id, body.completion_window, feature.name, now,
-        now + window_h * 3600, metadata=body.metadata or {}, total=record.lines or 0,
+        new_batch_id(), owner, request_body.endpoint, record.id, window, feature.name, now,
+        now + window_h * 3600, type=job_type, metadata=request_body.metadata or {}, total=record.lines or 0,
     )  # fmt: skip
-    await svc.batches.create(batch)
-    await svc.queue.enqueue_task(RUN_BATCH, batch_tick_id(batch.id), (batch.id,), BATCH_LANE)
+    await jobbatches.start(svc, batch)
     return answer(batch.view())
-
-
-def _window_h(window: str) -> int:
-    match = _WINDOW.fullmatch(window)
-    if match is None or int(match[1]) > MAX_WINDOW_H:
-        raise InvalidRequest(
-            f"completion_window: hours, like '24h' (at most {MAX_WINDOW_H}h)", param="completion_window"
-        )
-    return int(match[1])
-
-
-def _feature(svc: Services, name: str | None, job_type: str) -> Feature:
-    features = svc.routing.features
-    if name is None:
-        default = features.get(DEFAULT_FEATURE)
-        return default if default and default.type == job_type else svc.routing.feature_for(job_type, None)
-    found = features.get(name)
-    if found is None:
-        raise InvalidRequest(f"feature: no feature {name!r}", param="feature")
-    if found.type != job_type:
-        raise InvalidRequest(
-            f"feature: {name!r} serves {found.type} requests, not {job_type}", param="feature"
-        )
-    return found
 
 
 async def _owned(svc: Services, batch_id: str, owner: str) -> Batch:
