@@ -15,21 +15,29 @@ import orjson
 import pytest
 from openai import AsyncOpenAI
 from redis.asyncio import Redis
+from standardwebhooks import Webhook
 
 from aijobs.keys import Keys
 from tests.conftest import TEST_ROUTING, Service, own_db, run_service
+from tests.fakes.receiver import Receiver, running_receiver
 from tests.test_cli import aijobs
 
 
 @pytest.fixture(scope="module")
 def service(redis_url: str, s3_endpoint: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
     """The service on its own Redis database with the batch lane served, 4 lines of a batch at a time."""
-    workdir, env = tmp_path_factory.mktemp("batches"), {"AIJOBS_BATCH_WINDOW": "4"}
+    workdir = tmp_path_factory.mktemp("batches")
+    env = {"AIJOBS_BATCH_WINDOW": "4", "AIJOBS_OUTBOUND_ALLOW": "127.0.0.2/32"}  # the webhook receiver's
     text = TEST_ROUTING.read_text()
-    with run_service(
-        own_db(redis_url, 5), s3_endpoint, "aijobs-test", text, workdir, env, "interactive,batch"
-    ) as svc:
+    lanes = "interactive,batch,webhooks"
+    with run_service(own_db(redis_url, 5), s3_endpoint, "aijobs-test", text, workdir, env, lanes) as svc:
         yield svc
+
+
+@pytest.fixture(scope="module")
+def receiver() -> Iterator[Receiver]:
+    with running_receiver("127.0.0.2") as running:
+        yield running
 
 
 @pytest.fixture
@@ -237,3 +245,41 @@ async def test_a_native_batch_with_bad_inputs_is_refused_naming_each(service: Se
                 param,
                 refused.text,
             )
+
+
+async def test_a_batch_is_followed_live_and_its_ending_reaches_webhooks(
+    sdk: AsyncOpenAI, service: Service, receiver: Receiver
+) -> None:
+    async with httpx2.AsyncClient(base_url=service.url, headers=service.headers(), timeout=30) as api:
+        made = await api.post(
+            "/v1/webhooks", json={"url": receiver.url("/batches"), "events": ["batch.completed"]}
+        )
+        assert made.status_code == 201, made.text
+        secret = made.json()["secret"]
+        uploaded = await sdk.files.create(file=("live.jsonl", jsonl(12)), purpose="batch")
+        batch = await sdk.batches.create(
+            input_file_id=uploaded.id, endpoint="/v1/chat/completions", completion_window="24h"
+        )
+        frames: list[tuple[str, dict[str, Any]]] = []
+        async with api.stream("GET", f"/v1/batches/{batch.id}/events") as events:
+            assert events.headers["content-type"].startswith("text/event-stream")
+            kind = ""
+            async for line in events.aiter_lines():
+                if line.startswith("event: "):
+                    kind = line.removeprefix("event: ")
+                elif line.startswith("data: "):
+                    frames.append((kind, orjson.loads(line.removeprefix("data: "))))
+        kinds = [kind for kind, _ in frames]
+        assert kinds[0] in ("batch.validating", "batch.in_progress") and kinds[-1] == "batch.completed"
+        assert "batch.progress" in kinds  # 12 lines, 4 at a time: progress shows between ticks
+        done = [frame["data"]["request_counts"]["completed"] for _, frame in frames]
+        assert done == sorted(done) and done[-1] == 12
+        [request] = await receiver.wait_for("/batches", 1)
+        payload = Webhook(secret).verify(request.body, request.headers)
+        assert payload["type"] == "batch.completed" and payload["data"]["id"] == batch.id
+        assert payload["data"]["request_counts"]["completed"] == 12
+        assert payload["data"]["output_file_id"]
+        missing = await api.get("/v1/batches/batch_nope/events")
+        assert missing.status_code == 404 and missing.json()["error"]["param"] == "batch_id"
+        await asyncio.sleep(0.3)
+        assert len(receiver.received("/batches")) == 1  # the endpoint wanted nothing else (no line's job.*)

@@ -13,6 +13,11 @@ In Redis (key names in :class:`~aijobs.keys.Keys`):
   finished one out and counts it in the same script, so a line is counted exactly once however
   often a driver retries;
 - the tenant's index, a sorted set by creation time, for listing.
+
+Every move is also an event, ``batch.<status>``, written by the same script as a job's are
+(:data:`aijobs.events.EMIT_LUA`): the endings (``batch.completed``, ``batch.failed``,
+``batch.expired``, ``batch.cancelled``) go to the tenant's webhook endpoints that subscribe to them,
+and every move and every counted line wakes whoever follows the batch live.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from typing import Any
 import orjson
 from redis.asyncio import Redis
 
+from aijobs.events import EMIT_LUA
 from aijobs.jobs import TERMINAL as JOB_TERMINAL
 from aijobs.jobs import JobStatus
 from aijobs.keys import Keys
@@ -148,17 +154,22 @@ redis.call('ZADD', KEYS[2], ARGV[2], ARGV[1])
 """
 
 # KEYS: batch. ARGV: to, allowed-from (",a,b,"), pair items to set…
-_MOVE = """
+# A move is an event (batch.<status>) in the batch's stream; endings go on to webhooks.
+_MOVE = (
+    EMIT_LUA
+    + """
 local current = redis.call('HGET', KEYS[1], 'status')
 if not current then return false end
 if not string.find(ARGV[2], ',' .. current .. ',', 1, true) then return current end
 redis.call('HSET', KEYS[1], 'status', ARGV[1])
 if #ARGV > 2 then redis.call('HSET', KEYS[1], unpack(ARGV, 3)) end
+emit(KEYS[1], 'batch.' .. ARGV[1], ARGV[1], false, math.max(redis.call('TTL', KEYS[1]), 60))
 return 1
 """
+)
 
-# KEYS: batch, open set. ARGV: pairs of (job id, counter) for finished line jobs.
-# Returns how many were counted now (a retried call counts none twice).
+# KEYS: batch, open set, events channel. ARGV: pairs of (job id, counter) for finished line jobs.
+# Returns how many were counted now (a retried call counts none twice); progress wakes live readers.
 _SETTLE = """
 local counted = 0
 for i = 1, #ARGV, 2 do
@@ -167,6 +178,7 @@ for i = 1, #ARGV, 2 do
     counted = counted + 1
   end
 end
+if counted > 0 then redis.call('PUBLISH', KEYS[3], 'batch.progress') end
 return counted
 """
 
@@ -278,7 +290,8 @@ class BatchStore:
             pairs += [job_id, _COUNTERS[0] if status is JobStatus.SUCCEEDED else _COUNTERS[1]]
         if not pairs:
             return 0
-        counted: int = await self._settle([Keys.batch(batch_id), Keys.batch_open(batch_id)], pairs)
+        keys = [Keys.batch(batch_id), Keys.batch_open(batch_id), Keys.events(batch_id)]
+        counted: int = await self._settle(keys, pairs)
         return counted
 
     async def line_jobs(self, batch_id: str, first: int, count: int) -> list[str | None]:

@@ -1,5 +1,8 @@
 """Job events: each status change (and a media job's progress) as an entry in the job's own stream.
 
+A batch's status changes use the same script (:data:`EMIT_LUA`) on the batch's record, so a batch's
+endings reach webhook endpoints the same way (:data:`BATCH_EVENTS`).
+
 The entry is written by the same Lua script that changes the record (see :mod:`aijobs.store`), so an
 event is never lost and never told before it happened. The script also announces the entry on a
 pub/sub channel of the same name (a wake-up for live readers: :class:`aijobs.live.Hub`) and, for the
@@ -25,6 +28,8 @@ EVENT_TYPES = ("job.queued", "job.running", "job.progress", "job.succeeded", "jo
 #: The events webhooks deliver.
 WEBHOOK_EVENTS = ("job.running", "job.succeeded", "job.failed", "job.canceled")
 TERMINAL_EVENTS = frozenset({"job.succeeded", "job.failed", "job.canceled"})
+#: A batch's events that webhooks deliver: its endings (see :mod:`aijobs.batches`).
+BATCH_EVENTS = ("batch.completed", "batch.failed", "batch.expired", "batch.cancelled")
 #: A stream keeps at most about this many entries (media progress is the only long tail).
 MAX_EVENTS = 256
 
@@ -66,7 +71,7 @@ end
 """.replace("{EVENTS}", Keys.events(""))
     .replace("{ENDPOINTS}", Keys.tenant_endpoints(""))
     .replace("{MAX}", str(MAX_EVENTS))
-    .replace("{HOOKED}", "({" + ", ".join(f"['{e}'] = true" for e in WEBHOOK_EVENTS) + "})")
+    .replace("{HOOKED}", "({" + ", ".join(f"['{e}'] = true" for e in WEBHOOK_EVENTS + BATCH_EVENTS) + "})")
     .replace("{FANOUT}", WEBHOOK_FANOUT)
     .replace("{PAYLOAD_TTL}", str(PAYLOAD_TTL_MS))
     .replace("{QUEUE}", queue_name(WEBHOOK_LANE))

@@ -27,6 +27,7 @@ MAX_METADATA_KEYS = 16
 
 WebhookEvent = Literal["job.running", "job.succeeded", "job.failed", "job.canceled"]
 WEBHOOK_EVENTS: tuple[WebhookEvent, ...] = ("job.running", "job.succeeded", "job.failed", "job.canceled")
+BatchEvent = Literal["batch.completed", "batch.failed", "batch.expired", "batch.cancelled"]
 WEBHOOK_URL_PATTERN = r"^https?://[^\s\x00-\x1f\x7f]+$"
 
 

@@ -1,12 +1,13 @@
 """The ``webhooks`` lane's two tasks: fan an event out into deliveries, and make one attempt.
 
 Each attempt renders the payload from the job record as of the event (``{type, id, timestamp,
-data}``, ``data`` being the job object), signs it with the destination's active secrets, and POSTs
-it through the outbound guard (DNS checked and pinned, redirects not followed; 5 s to connect, 15 s
-in all). Then, in one script: the attempt is recorded and, unless it was delivered (2xx), the
-destination is gone (410) or the schedule is spent (dead-letter), the next attempt is enqueued
-after its delay (the longer of the schedule's and the receiver's ``Retry-After``). A replay
-(``redeliver``) is one extra attempt that leaves the schedule alone.
+data}``, ``data`` being the job object; a batch's ending carries the batch object), signs it with
+the destination's active secrets, and POSTs it through the outbound guard (DNS checked and pinned,
+redirects not followed; 5 s to connect, 15 s in all). Then, in one script: the attempt is recorded
+and, unless it was delivered (2xx), the destination is gone (410) or the schedule is spent
+(dead-letter), the next attempt is enqueued after its delay (the longer of the schedule's and the
+receiver's ``Retry-After``). A replay (``redeliver``) is one extra attempt that leaves the schedule
+alone.
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ import httpx2
 import orjson
 from redis.asyncio import Redis
 
-from aijobs.events import Event
+from aijobs.batches import BatchStore
+from aijobs.events import BATCH_EVENTS, Event
 from aijobs.jobs import Job, iso
 from aijobs.keys import Keys
 from aijobs.outbound import Guard, OutboundRefused
@@ -84,6 +86,7 @@ class Dispatcher:
         self.config = config
         self.url_ttl_s = url_ttl_s
         self.endpoints = Endpoints(redis, config.max_endpoints, config.rotation_overlap_s)
+        self.batches = BatchStore(redis, store.job_ttl_s)
         self.deliveries = Deliveries(redis, delivery_ttl_s(config.schedule_s, store.job_ttl_s))
         # Apart from the providers' client: slow receivers never hold a connection a job needs.
         self.http = httpx2.AsyncClient(
@@ -94,23 +97,30 @@ class Dispatcher:
         await self.http.aclose()
 
     async def fan_out(self, job_id: str, event_id: str, event_type: str) -> int:
-        """One delivery per destination that wants the event; returns how many were made."""
-        job, gone = await self._job(job_id)
-        if job is None:
-            return 0  # expired meanwhile: nothing left to tell
-        event = Event.of_status(event_id, event_type)
+        """One delivery per destination that wants the event; returns how many were made.
+
+        ``job_id`` is a batch's id for a batch's event: those go to the tenant's endpoints only."""
         destinations: list[tuple[str | None, str]] = []
-        hook = job.webhook
-        if hook and event.type in hook["events"] and not gone:
-            destinations.append((None, hook["url"]))
-        if await self.redis.exists(Keys.tenant_endpoints(job.tenant)):
-            endpoints = await self.endpoints.for_tenant(job.tenant)
-            destinations += [(e.id, e.url) for e in endpoints if e.wants(event.type)]
+        if event_type in BATCH_EVENTS:
+            batch = await self.batches.get(job_id)
+            if batch is None:
+                return 0
+            tenant = batch.tenant
+        else:
+            job, gone = await self._job(job_id)
+            if job is None:
+                return 0  # expired meanwhile: nothing left to tell
+            tenant, hook = job.tenant, job.webhook
+            if hook and event_type in hook["events"] and not gone:
+                destinations.append((None, hook["url"]))
+        if await self.redis.exists(Keys.tenant_endpoints(tenant)):
+            endpoints = await self.endpoints.for_tenant(tenant)
+            destinations += [(e.id, e.url) for e in endpoints if e.wants(event_type)]
         made = 0
         now = time.time()
         for endpoint_id, url in destinations:
             delivery = WebhookDelivery(
-                delivery_id(job_id, event_id, endpoint_id or "job"), job.tenant, job_id, event_id, event.type,
+                delivery_id(job_id, event_id, endpoint_id or "job"), tenant, job_id, event_id, event_type,
                 endpoint_id, url, now, next_at=now + self.config.schedule_s[0],
             )  # fmt: skip
             first = task_delivery(
@@ -125,24 +135,17 @@ class Dispatcher:
         delivery = await self.deliveries.head(delivery_id)
         if delivery is None or (not replay and delivery.state != "pending"):
             return  # delivered, dead, disabled, or expired: a duplicate arq job has nothing to do
-        job, gone = await self._job(delivery.job_id)
+        body, gone = await self._payload(delivery)
         ring, stopped = await self._destination(delivery, gone)
         now = time.time()
         if ring is None:
             attempt = {"at": now, "status_code": None, "latency_ms": 0, "error": stopped}
             await self.deliveries.record(delivery, attempt, "disabled")
             return
-        if job is None:
-            attempt = {
-                "at": now,
-                "status_code": None,
-                "latency_ms": 0,
-                "error": "the job's record has expired",
-            }
+        if body is None:
+            attempt = {"at": now, "status_code": None, "latency_ms": 0, "error": "the record has expired"}
             await self.deliveries.record(delivery, attempt, "dead")
             return
-        event = Event.of_status(delivery.event_id, delivery.event_type)
-        body = await event_payload(job, event, delivery.id, self.blobs, self.url_ttl_s)
         status, retry_after, error, latency_ms = await self._post(delivery, body, ring.active(now))
         attempt = {"at": now, "status_code": status, "latency_ms": latency_ms, "error": error}
         if replay:
@@ -213,6 +216,22 @@ class Dispatcher:
         arq_id = f"send:{delivery.id}:{delivery.tries}"
         next_send = task_delivery(WEBHOOK_SEND, arq_id, (delivery.id,), WEBHOOK_LANE, delay_s)
         await self.deliveries.record(delivery, attempt, "pending", next_send, time.time() + delay_s)
+
+    async def _payload(self, delivery: WebhookDelivery) -> tuple[bytes | None, bool]:
+        """The body to send (``None`` once the record has expired), and whether the job's own webhook
+        URL answered 410."""
+        if delivery.event_type in BATCH_EVENTS:
+            batch = await self.batches.get(delivery.job_id)
+            if batch is None:
+                return None, False
+            at = iso(int(delivery.event_id.partition("-")[0]) / 1000)
+            told = {"type": delivery.event_type, "id": delivery.id, "timestamp": at, "data": batch.view()}
+            return orjson.dumps(told), False
+        job, gone = await self._job(delivery.job_id)
+        if job is None:
+            return None, gone
+        event = Event.of_status(delivery.event_id, delivery.event_type)
+        return await event_payload(job, event, delivery.id, self.blobs, self.url_ttl_s), gone
 
     async def _job(self, job_id: str) -> tuple[Job | None, bool]:
         """The record, and whether the job's own webhook URL answered 410: one round trip."""
