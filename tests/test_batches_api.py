@@ -87,6 +87,9 @@ async def test_a_batch_runs_every_line_once_on_the_batch_lane(sdk: AsyncOpenAI, 
     assert first["response"]["body"]["choices"][0]["message"]["content"]
     async with httpx2.AsyncClient(base_url=service.url, headers=service.headers()) as api:
         job = (await api.get(f"/v1/jobs/{first['response']['request_id']}")).json()
+        usage = (await api.get("/v1/usage", params={"group_by": "batch"})).json()
+    [ours] = [row for row in usage["data"] if row["key"] == batch.id]  # every line, in the ledger
+    assert ours["jobs"] == ours["succeeded"] == 10 and ours["cost_usd"] > 0 and ours["cost_known"]
     assert job["feature"] == "background"  # the batch lane's feature: cheapest targets first
     assert job["metadata"] == {"batch_id": batch.id, "custom_id": first["custom_id"]}
     listed = await sdk.batches.list(limit=100)
@@ -207,6 +210,10 @@ async def test_a_native_batch_runs_image_and_speech_inputs(service: Service) -> 
             ) == count
             job = (await api.get(f"/v1/jobs/{lines[0]['job_id']}")).json()
             assert job["metadata"] == {"batch_id": batch["id"], "batch_index": "0"}
+        usage = {row["key"]: row for row in (await api.get("/v1/usage?group_by=batch")).json()["data"]}
+        pictures = usage[made["id"]]  # no price is configured for sim:image: said so, not a silent 0
+        assert (pictures["jobs"], pictures["units"], pictures["cost_unknown_jobs"]) == (5, 5, 5)
+        assert pictures["cost_known"] is False
         media = lines[0]["output"]["audio"]
         async with httpx2.AsyncClient() as anyone:  # the signed URL needs no key
             audio = await anyone.get(media["url"])

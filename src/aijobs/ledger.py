@@ -8,7 +8,9 @@ counted twice. The entry is three things:
   blob store as JSONL, see :mod:`aijobs.usage`);
 - counters added to the day's aggregate hash ``usage:{day}`` (kept ``retention_days``) and to the
   all-time ``usage:total`` (what ``/metrics`` exposes), one *cell* per (tenant, feature, type,
-  provider, model), so any grouping is a sum over cells at read time;
+  provider, model), so any grouping is a sum over cells at read time. A batch's line jobs have
+  cells of their own in the day's hash, with the batch as a sixth part (all-time cells leave it out:
+  batches come and go, and that hash is kept forever);
 - the job's estimated cost added to its feature's spend for the day (budgets).
 
 Days are UTC. Counters are plain numbers; latencies are counted in :mod:`aijobs.histogram` buckets.
@@ -30,7 +32,7 @@ from aijobs.keys import Keys
 
 CELL_SEP = "\x1f"
 METRIC_SEP = "\x1e"
-CELL_FIELDS = ("tenant", "feature", "type", "provider", "model")
+CELL_FIELDS = ("tenant", "feature", "type", "provider", "model", "batch")
 SPEND_TTL_S = 3 * 24 * 3600
 _TOKENS = ("input_tokens", "output_tokens", "cached_tokens", "reasoning_tokens")
 
@@ -51,6 +53,10 @@ class Entry:
 
     day: str
     record: dict[str, Any]
+    #: The day's cell (with the batch) and the all-time cell (without: it is kept forever).
+    cell: str
+    total_cell: str
+    #: (metric, amount) added to both cells.
     increments: list[tuple[str, float]]
     feature: str
     cost_usd: float
@@ -65,7 +71,7 @@ class Entry:
         flat += [repr(self.cost_usd), SPEND_TTL_S]
         # Whole counts first (HINCRBY), then fractional ones (HINCRBYFLOAT, several times slower).
         whole = [(name, amount) for name, amount in self.increments if type(amount) is int]
-        flat.append(len(whole))
+        flat += [len(whole), self.cell, self.total_cell]
         for name, count in whole:
             flat += [name, count]
         for name, amount in self.increments:
@@ -120,9 +126,14 @@ def entry(
         "cost_usd": cost, "cost_known": cost is not None or not consumed, "error_code": error_code,
         "attempts": len(attempts), "retries": len(attempts) - len(path),
         "fallbacks": max(0, len(path) - 1), "fallback_path": path, "runs": job.runs,
-        "attempt_records": attempts,
+        "attempt_records": attempts, "batch_id": job.metadata.get("batch_id", ""),
     }  # fmt: skip
-    cell = CELL_SEP.join((job.tenant, job.feature, job.type, provider, model)) + METRIC_SEP
+    total_cell = CELL_SEP.join((job.tenant, job.feature, job.type, provider, model))
+    cell = (
+        total_cell + CELL_SEP + record["batch_id"] + METRIC_SEP
+        if record["batch_id"]
+        else total_cell + METRIC_SEP
+    )
     counts: dict[str, float] = {"jobs": 1, f"status:{status.value}": 1}
     for name in (*_TOKENS, "units"):
         if record[name]:
@@ -138,8 +149,16 @@ def entry(
     if latency_ms is not None:
         counts[f"lat:{bucket_of(latency_ms)}"] = 1
         counts["latency_ms"] = round(latency_ms, 3)
-    increments = [(cell + name, amount) for name, amount in counts.items()]
-    return Entry(day_of(finished_at), record, increments, job.feature, float(cost or 0.0))
+    increments = list(counts.items())
+    return Entry(
+        day_of(finished_at),
+        record,
+        cell,
+        total_cell + METRIC_SEP,
+        increments,
+        job.feature,
+        float(cost or 0.0),
+    )
 
 
 def _ms(seconds: float) -> float:
@@ -150,6 +169,8 @@ def parse_cell_field(field: str) -> tuple[dict[str, str], str] | None:
     """A usage hash field back into its cell ({tenant, feature, ...}) and metric name."""
     cell, sep, metric = field.partition(METRIC_SEP)
     parts = cell.split(CELL_SEP)
+    if len(parts) == len(CELL_FIELDS) - 1:
+        parts.append("")  # not a batch's (and every all-time cell)
     if not sep or len(parts) != len(CELL_FIELDS):
         return None
     return dict(zip(CELL_FIELDS, parts, strict=True)), metric

@@ -64,14 +64,15 @@ _LEDGER_LUA = """
 local function ledger(k, b)
   redis.call('XADD', KEYS[k], '*', 'r', ARGV[b])
   redis.call('EXPIRE', KEYS[k], ARGV[b + 1])
-  local whole_end = b + 6 + 2 * tonumber(ARGV[b + 6])
-  for i = b + 7, whole_end, 2 do
-    redis.call('HINCRBY', KEYS[k + 1], ARGV[i], ARGV[i + 1])
-    redis.call('HINCRBY', KEYS[k + 2], ARGV[i], ARGV[i + 1])
+  local day_cell, total_cell = ARGV[b + 7], ARGV[b + 8]
+  local whole_end = b + 8 + 2 * tonumber(ARGV[b + 6])
+  for i = b + 9, whole_end, 2 do
+    redis.call('HINCRBY', KEYS[k + 1], day_cell .. ARGV[i], ARGV[i + 1])
+    redis.call('HINCRBY', KEYS[k + 2], total_cell .. ARGV[i], ARGV[i + 1])
   end
   for i = whole_end + 1, #ARGV, 2 do
-    redis.call('HINCRBYFLOAT', KEYS[k + 1], ARGV[i], ARGV[i + 1])
-    redis.call('HINCRBYFLOAT', KEYS[k + 2], ARGV[i], ARGV[i + 1])
+    redis.call('HINCRBYFLOAT', KEYS[k + 1], day_cell .. ARGV[i], ARGV[i + 1])
+    redis.call('HINCRBYFLOAT', KEYS[k + 2], total_cell .. ARGV[i], ARGV[i + 1])
   end
   redis.call('EXPIRE', KEYS[k + 1], ARGV[b + 2])
   if ARGV[b + 4] ~= '0.0' then

@@ -1,4 +1,5 @@
-"""Reading the ledger: usage aggregates by feature, model, provider, tenant or day, and the daily export.
+"""Reading the ledger: usage aggregates by feature, model, provider, tenant, day, type or batch (jobs
+outside any batch make the group ``""``), and the daily export.
 
 Aggregates are sums over the cells of :mod:`aijobs.ledger`'s daily hashes, so a query costs one
 ``HGETALL`` per day in range whatever the traffic was. Latency quantiles come from bucket counts
@@ -19,8 +20,8 @@ from aijobs.keys import Keys
 from aijobs.ledger import parse_cell_field
 from aijobs.storage import BlobStore, StoredBlob
 
-GroupBy = Literal["feature", "model", "provider", "tenant", "day", "type"]
-GROUPS: tuple[str, ...] = ("feature", "model", "provider", "tenant", "day", "type")
+GroupBy = Literal["feature", "model", "provider", "tenant", "day", "type", "batch"]
+GROUPS: tuple[str, ...] = ("feature", "model", "provider", "tenant", "day", "type", "batch")
 MAX_DAYS = 400
 EXPORT_BATCH = 2_000
 _SUMS = (
@@ -89,6 +90,8 @@ def _summary(group: dict[str, Any]) -> dict[str, Any]:
     out["retry_rate"] = round(out.pop("retried") / jobs, 4) if jobs else None
     out["fallback_rate"] = round(out.pop("fell_back") / jobs, 4) if jobs else None
     out["cost_unknown_jobs"] = out.pop("cost_unknown")
+    # A total that leaves out jobs whose price is unknown must not pass for the whole cost.
+    out["cost_known"] = out["cost_unknown_jobs"] == 0
     out["latency_p50_ms"] = quantile(group["latency"], 0.5)
     out["latency_p95_ms"] = quantile(group["latency"], 0.95)
     return out

@@ -34,7 +34,7 @@ async def get_usage(
     svc: Svc,
     owner: Tenant,
     group_by: Annotated[
-        str, Query(description="feature | model | provider | tenant | day | type")
+        str, Query(description='feature | model | provider | tenant | day | type | batch (no batch: key "")')
     ] = "feature",
     since: Annotated[
         str | None, Query(description="First UTC day, YYYY-MM-DD (default: 6 days ago).")
