@@ -78,8 +78,8 @@ async def test_a_result_finished_after_cancel_is_discarded_with_its_blobs(
     job_id = await new_job(runtime, "images", "image", prompt="p", size="64x64")
     original = runtime.router.run
 
-    async def run_then_cancel(feature, request, targets=None, stream=None, attempts=None):  # type: ignore[no-untyped-def]
-        outcome = await original(feature, request, targets, stream, attempts)
+    async def run_then_cancel(feature, request, targets=None, stream=None, attempts=None, quota=False):  # type: ignore[no-untyped-def]
+        outcome = await original(feature, request, targets, stream, attempts, quota)
         await runtime.store.transition(job_id, JobStatus.CANCELED)  # the user cancels mid-flight
         return outcome
 

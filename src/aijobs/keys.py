@@ -97,6 +97,11 @@ class Keys:
         return f"{cls.prefix}breaker:{target}:{bucket}"
 
     @classmethod
+    def quota(cls, provider: str, minute: int, kind: str) -> str:
+        """Batch traffic's ``kind`` (``requests``/``tokens``) sent to ``provider`` in a UTC minute."""
+        return f"{cls.prefix}quota:{provider}:{minute}:{kind}"
+
+    @classmethod
     def events(cls, job_id: str) -> str:
         return f"{cls.prefix}ev:{job_id}"
 

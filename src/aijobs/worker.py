@@ -49,12 +49,13 @@ from aijobs.providers.base import Adapter, MediaResult, Submitted
 from aijobs.providers.registry import build_adapters
 from aijobs.providers.tasks import Poll
 from aijobs.providers.transport import upstream_client
-from aijobs.queue import JobQueue
+from aijobs.queue import BATCH_LANE, JobQueue
 from aijobs.routing import Routing
 from aijobs.routing.breakers import Breakers
 from aijobs.routing.budgets import Budgets
 from aijobs.routing.config import LaneName
 from aijobs.routing.policy import Feature, Target
+from aijobs.routing.quotas import Quota, Quotas
 from aijobs.routing.router import Outcome, RouteFailed, Router
 from aijobs.settings import Settings
 from aijobs.storage import BlobStore, open_blob_store
@@ -103,7 +104,8 @@ class Runtime:
         http = upstream_client()
         breakers = Breakers(redis, routing.config.breakers, routing.reachable())
         adapters = build_adapters(routing, http, env)
-        router = Router(adapters, breakers=breakers)
+        quotas = {name: Quota(p.batch_rpm, p.batch_tpm) for name, p in routing.config.providers.items()}
+        router = Router(adapters, breakers=breakers, quotas=Quotas(redis, quotas))
         store = JobStore(redis, settings.job_ttl_s, *routing.config.ledger.ttls_s())
         queue = await JobQueue.connect(settings.redis_url)
         blobs = await open_blob_store(settings)
@@ -199,7 +201,7 @@ class Runtime:
         )
         if tasks and not await self.poller.mark_submitting(job):
             raise Canceled("the job was canceled")
-        return await self.router.run(feature, request, targets)
+        return await self.router.run(feature, request, targets, quota=job.lane == BATCH_LANE)
 
     async def _within_deadline(self, job: Job, feature: Feature | None, step: Awaitable[T]) -> T:
         assert job.deadline_at is not None

@@ -120,6 +120,12 @@ class ProviderConfig(_Config):
         default_factory=dict, description="Per-model prices; override the bundled table."
     )
     tasks: TaskConfig = Field(default_factory=TaskConfig)
+    batch_rpm: int | None = Field(
+        default=None, ge=1, description="Requests per minute batch lines may send (all workers together)."
+    )
+    batch_tpm: int | None = Field(
+        default=None, ge=1, description="Tokens per minute batch lines may send (estimated before each call)."
+    )
 
     @model_validator(mode="after")
     def _preset_known(self) -> ProviderConfig:

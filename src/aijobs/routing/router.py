@@ -18,6 +18,10 @@ has part of one target's answer, so the route ends with that failure.
 
 With :class:`~aijobs.routing.breakers.Breakers`, a target whose breaker is open is skipped (and listed
 as such), and every call's outcome is counted towards its breaker.
+
+A route run with ``quota`` (a batch line's) takes each target's turn out of its provider's batch
+share (:class:`~aijobs.routing.quotas.Quotas`). A target whose share is spent for this minute waits
+behind the route's other targets, then until its provider's next minute has room.
 """
 
 from __future__ import annotations
@@ -45,6 +49,7 @@ from aijobs.providers.sse import OnDelta
 from aijobs.providers.tasks import TaskAdapter
 from aijobs.routing.breakers import Breakers
 from aijobs.routing.policy import Feature, RetryPolicy, Target
+from aijobs.routing.quotas import Quotas, estimate_tokens
 from aijobs.types.chat import ChatDelta
 
 log = logging.getLogger(__name__)
@@ -135,10 +140,12 @@ class Router:
         adapters: Mapping[tuple[str, str], Adapter],
         rng: random.Random | None = None,
         breakers: Breakers | None = None,
+        quotas: Quotas | None = None,
     ) -> None:
         self._adapters = adapters
         self._random = rng or random.Random()
         self.breakers = breakers
+        self.quotas = quotas
 
     async def run(
         self,
@@ -147,6 +154,7 @@ class Router:
         targets: list[Target] | None = None,
         stream: Stream | None = None,
         attempts: list[Attempt] | None = None,
+        quota: bool = False,
     ) -> Outcome:
         """Try ``feature``'s targets (or ``targets``) in order; :class:`RouteFailed` if none succeeds.
 
@@ -159,7 +167,8 @@ class Router:
         skipped: list[Target] = []
         error: AijobsError | None = None
         order = targets if targets is not None else self.order(feature)
-        async with contextlib.aclosing(self._admitted(feature, order, skipped)) as admitted:
+        tokens = estimate_tokens(request) if quota and self.quotas is not None else None
+        async with contextlib.aclosing(self._admitted(feature, order, skipped, tokens)) as admitted:
             async for target in admitted:
                 result, error = await self._run_target(target, feature, request, attempts, stream)
                 if error is None:
@@ -175,24 +184,43 @@ class Router:
         raise RouteFailed(error, attempts, [str(t) for t in skipped])
 
     async def _admitted(
-        self, feature: Feature, order: list[Target], skipped: list[Target]
+        self, feature: Feature, order: list[Target], skipped: list[Target], tokens: int | None
     ) -> AsyncGenerator[Target, None]:
-        """``order`` as its breakers admit it: open ones left out (into ``skipped``), cooling ones last.
+        """``order`` as its breakers admit it: open ones left out (into ``skipped``), cooling ones last,
+        then (with ``tokens``, a batch line's estimate) those whose provider's batch share is spent.
 
-        Admission is asked just before a target's turn, since asking may take its half-open probe.
+        Admission is asked just before a target's turn, since asking may take its half-open probe
+        (or a share of the provider's minute).
         """
         deferred: list[tuple[float, Target]] = []
+        waiting: list[Target] = []
         for target in order:
             wait_s = await self.breakers.admit(target, feature.timeout_s) if self.breakers else 0.0
             if wait_s is None:
                 skipped.append(target)
             elif wait_s > 0:
                 deferred.append((time.monotonic() + min(wait_s, feature.retry.retry_after_cap_s), target))
+            elif tokens is not None and not await self._share(target, tokens, wait=False):
+                waiting.append(target)
             else:
                 yield target
         for ready_at, target in sorted(deferred, key=lambda d: d[0]):
             await asyncio.sleep(max(0.0, ready_at - time.monotonic()))
             yield target
+        for target in waiting:
+            await self._share(target, tokens or 0, wait=True)
+            yield target
+
+    async def _share(self, target: Target, tokens: int, *, wait: bool) -> bool:
+        """Take a call out of the provider's batch share; with ``wait``, as soon as it has room (the
+        job's deadline bounds the wait)."""
+        assert self.quotas is not None
+        while (wait_s := await self.quotas.take(target.provider, tokens)) > 0:
+            if not wait:
+                return False
+            # Spread over the next minute's first second, so waiting lines do not all knock at once.
+            await asyncio.sleep(wait_s + self._random.random())
+        return True
 
     async def _run_target(
         self, target: Target, feature: Feature, request: Any, attempts: list[Attempt], stream: Stream | None
