@@ -231,14 +231,21 @@ async def _native_settled(api: httpx2.AsyncClient, batch_id: str) -> dict[str, A
 
 async def test_a_native_batch_with_bad_inputs_is_refused_naming_each(service: Service) -> None:
     async with httpx2.AsyncClient(base_url=service.url, headers=service.headers(), timeout=30) as api:
-        inputs = [{"prompt": "fine"}, {"prompt": ""}, {"prompt": "fine"}, {"promt": "typo"}]
+        inputs = [
+            {"prompt": "fine"},
+            {"prompt": ""},
+            {"prompt": "fine"},
+            {"promt": "typo"},
+            {"prompt": "x", "image": "ftp://x"},
+        ]
         bad = await api.post("/v1/batches", json={"type": "image", "inputs": inputs})
         assert bad.status_code == 400
         error = bad.json()["error"]
-        assert error["param"] == "inputs.1.prompt" and "2 bad input(s)" in error["message"]
+        assert error["param"] == "inputs.1.prompt" and "3 bad input(s)" in error["message"]
         assert [(d["index"], d["param"]) for d in error["details"]] == [
             (1, "inputs.1.prompt"),
             (3, "inputs.3.prompt"),
+            (4, "inputs.4.image"),
         ]
         refusals = {
             "type": {"inputs": [{"text": "hi"}]},
@@ -286,7 +293,17 @@ async def test_a_batch_is_followed_live_and_its_ending_reaches_webhooks(
         assert payload["type"] == "batch.completed" and payload["data"]["id"] == batch.id
         assert payload["data"]["request_counts"]["completed"] == 12
         assert payload["data"]["output_file_id"]
-        missing = await api.get("/v1/batches/batch_nope/events")
-        assert missing.status_code == 404 and missing.json()["error"]["param"] == "batch_id"
+        for nope in ("batch_nope", f"{batch.id}:lines", f"{batch.id}:open"):  # not a batch's own record
+            for path in (f"/v1/batches/{nope}", f"/v1/batches/{nope}/events"):
+                missing = await api.get(path)
+                assert missing.status_code == 404 and missing.json()["error"]["param"] == "batch_id", path
+        chat = {"messages": [{"role": "user", "content": "hi"}]}
+        forged = {"type": "chat", "input": chat, "metadata": {"batch_id": batch.id}}
+        refused = await api.post("/v1/jobs", json=forged)  # a line's batch_id is the service's to set
+        assert refused.status_code == 422 and refused.json()["error"]["param"] == "metadata"
+        refused = await api.post(
+            "/v1/chat/completions", json={**chat, "model": "sim:fast", "metadata": {"batch_id": "b"}}
+        )
+        assert refused.status_code == 400 and refused.json()["error"]["param"] == "metadata"
         await asyncio.sleep(0.3)
         assert len(receiver.received("/batches")) == 1  # the endpoint wanted nothing else (no line's job.*)

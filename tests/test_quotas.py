@@ -19,7 +19,7 @@ from aijobs.providers.registry import ADAPTERS
 from aijobs.routing.config import ProviderConfig
 from aijobs.routing.policy import Feature, RetryPolicy, Target
 from aijobs.routing.quotas import Quota, Quotas, estimate_tokens
-from aijobs.routing.router import Router
+from aijobs.routing.router import Router, ShareSpent
 from aijobs.types.chat import ChatInput
 
 CHAT = ChatInput.model_validate({"messages": [{"role": "user", "content": "hello there, general"}]})
@@ -101,13 +101,14 @@ async def test_batch_calls_past_the_share_go_to_the_next_target_and_others_are_u
     assert interactive == [cheap] * 3  # the share limits batch lines only
 
 
-async def test_a_batch_call_waits_for_the_next_minute_when_no_target_has_room(
+async def test_a_batch_call_with_no_share_left_anywhere_says_when_there_is_room(
     redis: Redis, adapters: tuple[str, str, dict[tuple[str, str], Any]]
 ) -> None:
-    cheap, _, made = adapters
-    router = Router(made, random.Random(3), quotas=Quotas(redis, {cheap: Quota(rpm=1)}, clock=at(59.5)))
-    await router.run(feature(cheap), CHAT, quota=True)
-    started = time.monotonic()
-    outcome = await router.run(feature(cheap), CHAT, quota=True)
-    waited_s = time.monotonic() - started
-    assert outcome.target.provider == cheap and 0.4 < waited_s < 2.5  # into the next minute, then served
+    cheap, dear, made = adapters
+    quotas = Quotas(redis, {cheap: Quota(rpm=1), dear: Quota(rpm=1)}, clock=at(59.5))
+    router = Router(made, random.Random(3), quotas=quotas)
+    await router.run(feature(cheap, dear), CHAT, quota=True)
+    await router.run(feature(cheap, dear), CHAT, quota=True)
+    with pytest.raises(ShareSpent) as spent:
+        await router.run(feature(cheap, dear), CHAT, quota=True)
+    assert 0 < spent.value.wait_s <= 0.5 and spent.value.attempts == []  # nothing was called

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import os
+import random
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx2
 import pytest
+from arq.worker import Retry
 from redis.asyncio import Redis
 
 from aijobs.files import Files
@@ -19,6 +21,7 @@ from aijobs.providers.registry import build_adapters
 from aijobs.queue import JobQueue, delivery, queue_name
 from aijobs.routing import load_policy
 from aijobs.routing.budgets import Budgets
+from aijobs.routing.quotas import Quota, Quotas
 from aijobs.routing.router import Router
 from aijobs.settings import Settings
 from aijobs.storage import BlobNotFound, LocalStore
@@ -156,3 +159,22 @@ async def test_finished_days_are_exported_once_and_today_is_not(runtime: Runtime
     assert (tmp_path / "ledger" / f"{yesterday}.jsonl").read_bytes().startswith(b'{"record":"job"')
     assert not (tmp_path / "ledger" / f"{today}.jsonl").exists()  # the day is not over
     assert await runtime.export_ledger(today=today) == []  # done, and marked so
+
+
+async def test_the_worker_requeues_a_line_whose_share_is_spent_without_spending_a_requeue(
+    runtime: Runtime,
+) -> None:
+    minute = 3e9 + random.randrange(10**6) * 60  # a minute of this test's own
+    runtime.router.quotas = Quotas(runtime.redis, {"sim": Quota(rpm=1)}, clock=lambda: minute + 30)
+    first, second = await new_job(runtime, "background"), await new_job(runtime, "background")
+    await runtime.process(first)
+    with pytest.raises(Retry) as retry:
+        await runtime.process(second)
+    assert retry.value.defer_score is not None and 30_000 <= retry.value.defer_score <= 31_000
+    done, waiting = await runtime.store.get(first), await runtime.store.get(second)
+    assert done is not None and done.status is JobStatus.SUCCEEDED
+    assert waiting is not None and waiting.status is JobStatus.QUEUED and waiting.requeues == 0
+    runtime.router.quotas = Quotas(runtime.redis, {"sim": Quota(rpm=1)}, clock=lambda: minute + 90)
+    await runtime.process(second)  # the next minute
+    again = await runtime.store.get(second)
+    assert again is not None and again.status is JobStatus.SUCCEEDED

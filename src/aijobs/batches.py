@@ -74,6 +74,15 @@ def new_batch_id() -> str:
     return BATCH_ID_PREFIX + os.urandom(12).hex()
 
 
+def is_batch_id(text: str) -> bool:
+    return len(text) == 30 and text.startswith(BATCH_ID_PREFIX) and all(c in _HEX for c in text[6:])
+
+
+_HEX = frozenset("0123456789abcdef")
+#: The job type of an OpenAI batch's lines, for records from before batches kept it.
+_ENDPOINT_TYPES = {"/v1/embeddings": "embed", "/v1/rerank": "rerank"}
+
+
 @dataclass(slots=True)
 class Batch:
     """One batch's record (see the module docstring)."""
@@ -144,6 +153,7 @@ def _decode(raw: dict[bytes, bytes]) -> Batch:
         if name in fields and kind in ("int", "float"):
             fields[name] = int(fields[name]) if kind == "int" else float(fields[name])
     fields["status"] = BatchStatus(fields["status"])
+    fields.setdefault("type", _ENDPOINT_TYPES.get(fields["endpoint"], "chat"))
     return Batch(**fields)
 
 
@@ -229,6 +239,8 @@ class BatchStore:
 
     async def get(self, batch_id: str, tenant: str | None = None) -> Batch | None:
         """The record, or ``None`` when missing or (with ``tenant``) someone else's."""
+        if not is_batch_id(batch_id):
+            return None
         raw: dict[bytes, bytes] = await self.redis.hgetall(Keys.batch(batch_id))  # type: ignore[misc]
         if not raw:
             return None

@@ -19,6 +19,7 @@ Days are UTC. Counters are plain numbers; latencies are counted in :mod:`aijobs.
 from __future__ import annotations
 
 import functools
+import re
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -34,6 +35,7 @@ CELL_SEP = "\x1f"
 METRIC_SEP = "\x1e"
 CELL_FIELDS = ("tenant", "feature", "type", "provider", "model", "batch")
 SPEND_TTL_S = 3 * 24 * 3600
+_BATCH_ID = re.compile(r"batch_[0-9a-f]{24}")
 _TOKENS = ("input_tokens", "output_tokens", "cached_tokens", "reasoning_tokens")
 
 
@@ -126,7 +128,7 @@ def entry(
         "cost_usd": cost, "cost_known": cost is not None or not consumed, "error_code": error_code,
         "attempts": len(attempts), "retries": len(attempts) - len(path),
         "fallbacks": max(0, len(path) - 1), "fallback_path": path, "runs": job.runs,
-        "attempt_records": attempts, "batch_id": job.metadata.get("batch_id", ""),
+        "attempt_records": attempts, "batch_id": _batch_of(job),
     }  # fmt: skip
     total_cell = CELL_SEP.join((job.tenant, job.feature, job.type, provider, model))
     cell = (
@@ -159,6 +161,13 @@ def entry(
         job.feature,
         float(cost or 0.0),
     )
+
+
+def _batch_of(job: Job) -> str:
+    """The batch a line job runs for (callers cannot set ``batch_id``: see ``RESERVED_METADATA``);
+    checked again here, since the id becomes part of a usage cell."""
+    batch_id = job.metadata.get("batch_id", "")
+    return batch_id if job.lane == "batch" and _BATCH_ID.fullmatch(batch_id) else ""
 
 
 def _ms(seconds: float) -> float:

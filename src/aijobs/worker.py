@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import time
 from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass, field
@@ -56,7 +57,7 @@ from aijobs.routing.budgets import Budgets
 from aijobs.routing.config import LaneName
 from aijobs.routing.policy import Feature, Target
 from aijobs.routing.quotas import Quota, Quotas
-from aijobs.routing.router import Outcome, RouteFailed, Router
+from aijobs.routing.router import Outcome, RouteFailed, Router, ShareSpent
 from aijobs.settings import Settings
 from aijobs.storage import BlobStore, open_blob_store
 from aijobs.store import JobStore
@@ -162,6 +163,11 @@ class Runtime:
                 return
             fields = await self._within_deadline(job, feature, self._success_fields(job, outcome))
             target = (outcome.target.provider, outcome.target.model)
+        except ShareSpent as spent:
+            attempts = [*job.attempts, *(a.to_dict() for a in spent.attempts)]
+            if await self._wait_for_share(job, attempts, spent.wait_s):
+                raise Retry(defer=spent.wait_s + random.random()) from None  # spread over a second
+            return
         except RouteFailed as failed:
             attempts = [*job.attempts, *(a.to_dict() for a in failed.attempts)]
             delay_s = self._requeue_delay_s(job, feature, failed)
@@ -278,6 +284,16 @@ class Runtime:
         if time.time() + delay_s + feature.timeout_s > job.deadline_at:
             return None  # no room left for another full attempt
         return delay_s
+
+    async def _wait_for_share(self, job: Job, attempts: list[dict[str, Any]], wait_s: float) -> bool:
+        """Back to the queue until its providers' batch shares have room. Not a requeue (none of its
+        ``requeues`` is spent) and its deadline starts again when it next runs: waiting for its turn
+        is queueing, not running. A media task marked as being submitted never was."""
+        fields: dict[str, Any] = {"attempts": attempts, "task": None}
+        moved = await self.store.transition(job.id, JobStatus.QUEUED, fields=fields)
+        if moved.ok:
+            log.info("job %s: its providers' batch shares are spent; back in %.1f s", job.id, wait_s)
+        return moved.ok
 
     async def _requeue(self, job: Job, attempts: list[dict[str, Any]], delay_s: float) -> bool:
         fields: dict[str, Any] = {

@@ -23,13 +23,13 @@ import orjson
 from pydantic import Field, ValidationError
 
 from aijobs.api.deps import Services
-from aijobs.api.jobs import invalid_request
+from aijobs.api.jobs import invalid_request, validate_job
 from aijobs.batches import NATIVE_ENDPOINT, Batch, new_batch_id
 from aijobs.errors import InvalidRequest
 from aijobs.inputs import check_image_ref
 from aijobs.queue import BATCH_LANE, RUN_BATCH, batch_tick_id
 from aijobs.routing.policy import Feature
-from aijobs.types import FEATURE_PATTERN, INPUT_MODELS, MAX_METADATA_KEYS, JobType
+from aijobs.types import FEATURE_PATTERN, MAX_METADATA_KEYS, JobType
 from aijobs.types.common import Strict
 
 #: The feature a batch's lines take when none is named (if it serves their job type).
@@ -95,21 +95,17 @@ async def _checked_lines(
     svc: Services, owner: str, job_type: str, inputs: list[dict[str, Any]]
 ) -> list[bytes]:
     """Each input as its line; a 400 listing every bad input (by index) otherwise."""
-    model = INPUT_MODELS[job_type]
     lines: list[bytes] = []
     problems: list[dict[str, Any]] = []
     for index, item in enumerate(inputs):
-        try:
-            checked = model.model_validate(item)
+        try:  # as POST /v1/jobs checks its input: errors name input.<field>
+            checked = validate_job({"type": job_type, "input": item}).input
             if (image := getattr(checked, "image", None)) is not None:
                 await check_image_ref(image, owner, svc.files, svc.guard)
-        except (ValidationError, InvalidRequest) as exc:
-            error = invalid_request(exc) if isinstance(exc, ValidationError) else exc
-            param = (
-                f"inputs.{index}.{error.param.removeprefix('input.')}" if error.param else f"inputs.{index}"
-            )
+        except InvalidRequest as error:
+            where = (error.param or "input").removeprefix("input")
             message = error.message.removeprefix(f"{error.param}: ") if error.param else error.message
-            problems.append({"index": index, "param": param, "message": message})
+            problems.append({"index": index, "param": f"inputs.{index}{where}", "message": message})
             continue
         job_input = checked.model_dump(mode="json", by_alias=True, exclude_none=True)
         lines.append(orjson.dumps({"input": job_input}) + b"\n")  # as JobLines reads it

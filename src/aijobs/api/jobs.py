@@ -92,6 +92,14 @@ def _telling(errors: list[Any]) -> Any:
     return max(errors[1:], key=lambda err: len(err["loc"]))
 
 
+def validate_job(fields: dict[str, Any]) -> JobRequest:
+    """Validate a ``POST /v1/jobs`` body already decoded; the error names the first offending field."""
+    try:
+        return _REQUEST.validate_python(fields)
+    except ValidationError as exc:
+        raise invalid_request(exc) from None
+
+
 def parse_job_request(body: bytes) -> JobRequest:
     """Validate a ``POST /v1/jobs`` body; the error names the first offending field."""
     try:

@@ -19,9 +19,10 @@ has part of one target's answer, so the route ends with that failure.
 With :class:`~aijobs.routing.breakers.Breakers`, a target whose breaker is open is skipped (and listed
 as such), and every call's outcome is counted towards its breaker.
 
-A route run with ``quota`` (a batch line's) takes each target's turn out of its provider's batch
-share (:class:`~aijobs.routing.quotas.Quotas`). A target whose share is spent for this minute waits
-behind the route's other targets, then until its provider's next minute has room.
+A route run with ``quota`` (a batch-lane job's) takes each call out of its provider's batch share
+(:class:`~aijobs.routing.quotas.Quotas`). A target whose share is spent for this minute is passed
+over for the route's other targets; when no target is left but such ones, the route raises
+:class:`ShareSpent` and the worker puts the job back in the queue until the next minute.
 """
 
 from __future__ import annotations
@@ -132,6 +133,15 @@ class RouteFailed(Exception):
         self.skipped = skipped or []
 
 
+class ShareSpent(Exception):
+    """Every target the route could still call has spent its provider's batch share for this minute."""
+
+    def __init__(self, wait_s: float, attempts: list[Attempt]) -> None:
+        super().__init__(f"batch shares spent; room again in {wait_s:.1f} s")
+        self.wait_s = wait_s
+        self.attempts = attempts
+
+
 class Router:
     """Runs features' routes over adapters built at startup (keyed by (provider, job type))."""
 
@@ -167,14 +177,18 @@ class Router:
         skipped: list[Target] = []
         error: AijobsError | None = None
         order = targets if targets is not None else self.order(feature)
-        tokens = estimate_tokens(request) if quota and self.quotas is not None else None
-        async with contextlib.aclosing(self._admitted(feature, order, skipped, tokens)) as admitted:
+        tokens = self._tokens(request, order) if quota else None
+        waits: list[float] = []
+        async with contextlib.aclosing(self._admitted(feature, order, skipped, tokens, waits)) as admitted:
             async for target in admitted:
-                result, error = await self._run_target(target, feature, request, attempts, stream)
+                result, error = await self._run_target(target, feature, request, attempts, stream, tokens)
                 if error is None:
                     return Outcome(result, target, attempts, [str(t) for t in skipped])
                 if not falls_back(feature, error) or (stream is not None and stream.started):
                     break
+            else:
+                if waits:
+                    raise ShareSpent(min(waits), attempts)
         if error is None:
             first = skipped[0] if skipped else Target("", "")
             error = ProviderUnavailable(
@@ -184,53 +198,68 @@ class Router:
         raise RouteFailed(error, attempts, [str(t) for t in skipped])
 
     async def _admitted(
-        self, feature: Feature, order: list[Target], skipped: list[Target], tokens: int | None
+        self,
+        feature: Feature,
+        order: list[Target],
+        skipped: list[Target],
+        tokens: int | None,
+        waits: list[float],
     ) -> AsyncGenerator[Target, None]:
-        """``order`` as its breakers admit it: open ones left out (into ``skipped``), cooling ones last,
-        then (with ``tokens``, a batch line's estimate) those whose provider's batch share is spent.
+        """``order`` as its breakers admit it: open ones left out (into ``skipped``), cooling ones last.
+        With ``tokens`` (a batch-lane job's estimate), a target whose provider's batch share is spent
+        is left out too, its wait for room added to ``waits``.
 
         Admission is asked just before a target's turn, since asking may take its half-open probe
-        (or a share of the provider's minute).
+        (and a share of its provider's minute).
         """
         deferred: list[tuple[float, Target]] = []
-        waiting: list[Target] = []
         for target in order:
             wait_s = await self.breakers.admit(target, feature.timeout_s) if self.breakers else 0.0
             if wait_s is None:
                 skipped.append(target)
             elif wait_s > 0:
                 deferred.append((time.monotonic() + min(wait_s, feature.retry.retry_after_cap_s), target))
-            elif tokens is not None and not await self._share(target, tokens, wait=False):
-                waiting.append(target)
-            else:
+            elif await self._share(target, tokens, waits):
                 yield target
         for ready_at, target in sorted(deferred, key=lambda d: d[0]):
             await asyncio.sleep(max(0.0, ready_at - time.monotonic()))
-            yield target
-        for target in waiting:
-            await self._share(target, tokens or 0, wait=True)
-            yield target
+            if await self._share(target, tokens, waits):
+                yield target
 
-    async def _share(self, target: Target, tokens: int, *, wait: bool) -> bool:
-        """Take a call out of the provider's batch share; with ``wait``, as soon as it has room (the
-        job's deadline bounds the wait)."""
-        assert self.quotas is not None
-        while (wait_s := await self.quotas.take(target.provider, tokens)) > 0:
-            if not wait:
-                return False
-            # Spread over the next minute's first second, so waiting lines do not all knock at once.
-            await asyncio.sleep(wait_s + self._random.random())
-        return True
+    def _tokens(self, request: Any, order: list[Target]) -> int | None:
+        """A batch-lane request's token estimate, if any of its targets' providers has a batch share."""
+        if self.quotas is None or not any(self.quotas.limits(target.provider) for target in order):
+            return None
+        return estimate_tokens(request)
+
+    async def _share(self, target: Target, tokens: int | None, waits: list[float]) -> bool:
+        """Take one call out of the target's provider's batch share (always allowed without ``tokens``);
+        when the share is spent, note the wait for room in ``waits``."""
+        if tokens is None or self.quotas is None:
+            return True
+        wait_s = await self.quotas.take(target.provider, tokens)
+        if wait_s > 0:
+            waits.append(wait_s)
+        return wait_s <= 0
 
     async def _run_target(
-        self, target: Target, feature: Feature, request: Any, attempts: list[Attempt], stream: Stream | None
+        self,
+        target: Target,
+        feature: Feature,
+        request: Any,
+        attempts: list[Attempt],
+        stream: Stream | None,
+        tokens: int | None = None,
     ) -> tuple[Any, AijobsError | None]:
-        """Call ``target`` up to ``attempts`` times while its errors are retryable."""
+        """Call ``target`` up to ``attempts`` times while its errors are retryable (each retry of a
+        batch-lane job taking its own share: with none left, the route moves on)."""
         adapter = self._adapters[(target.provider, feature.type)]
         error: AijobsError | None = None
         for n in range(feature.retry.attempts):
             if n:
                 await asyncio.sleep(self.wait_s(feature.retry, n, error))
+                if not await self._share(target, tokens, []):
+                    break
             result, error = await self._attempt(adapter, target, feature, request, attempts, stream)
             if error is None:
                 return result, None

@@ -23,6 +23,7 @@ MEDIA_TYPES: frozenset[str] = frozenset({"image", "speech", "video"})
 
 FEATURE_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,63}$"
 MAX_METADATA_KEYS = 16
+RESERVED_METADATA = frozenset({"batch_id"})
 
 
 WebhookEvent = Literal["job.running", "job.succeeded", "job.failed", "job.canceled"]
@@ -53,6 +54,19 @@ class _JobRequest(Strict):
         default_factory=dict, max_length=MAX_METADATA_KEYS
     )
     webhook: WebhookSpec | None = None
+
+    @field_validator("metadata")
+    @classmethod
+    def _not_reserved(cls, metadata: dict[str, str]) -> dict[str, str]:
+        return checked_metadata(metadata)
+
+
+def checked_metadata(metadata: dict[str, str]) -> dict[str, str]:
+    """A caller's metadata, refused if it sets a key the service sets (a batch line's ``batch_id``
+    is what the ledger counts the line under)."""
+    if reserved := sorted(RESERVED_METADATA & set(metadata)):
+        raise ValueError(f"{reserved[0]!r} is set by aijobs itself (batch lines carry it)")
+    return metadata
 
 
 class ChatJob(_JobRequest):

@@ -13,6 +13,7 @@ from aijobs.api.jobs import invalid_request
 from aijobs.calls import Call
 from aijobs.errors import InvalidRequest
 from aijobs.jobs import Job
+from aijobs.types import checked_metadata
 from aijobs.types.common import Strict
 
 M = TypeVar("M", bound=BaseModel)
@@ -47,7 +48,10 @@ def parse_fields(model: type[M], fields: dict[str, Any], names: dict[str, str] |
 def metadata(user: str | None, extra: dict[str, str] | None = None) -> dict[str, str]:
     """The job's metadata: the caller's own (chat has some), plus OpenAI's ``user`` when given (kept
     here, never sent to a provider)."""
-    found = dict(extra or {})
+    try:
+        found = dict(checked_metadata(extra or {}))
+    except ValueError as exc:
+        raise InvalidRequest(f"metadata: {exc}", param="metadata") from None
     if user:
         found["user"] = user[:512]
     return found
