@@ -12,6 +12,8 @@
     time, completions/s at concurrency 32, and streaming time to first byte (see bench/chat_api.py).
 (h) chat batches through the OpenAI Batch API on one batch-lane worker against the same fake: lines/s,
     and the worker's peak RSS for a small and a large batch (see bench/batch.py).
+(i) interactive chat latency, idle and while a batch runs on its own batch-lane worker: the p99
+    ratio (see bench/fairness.py).
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from redis.asyncio import Redis
 
 from aijobs.apikeys import ApiKeys
 from aijobs.embedded_redis import free_port
-from bench import arq_noop, batch, chat_api, harness, pipeline, submit, webhooks
+from bench import arq_noop, batch, chat_api, fairness, harness, pipeline, submit, webhooks
 
 RESULTS = Path(__file__).with_name("results")
 
@@ -222,6 +224,29 @@ def measure_batch(redis_url: str, data_dir: Path, sizes: list[int]) -> list[dict
     return results
 
 
+def measure_fairness(redis_url: str, data_dir: Path, lines: int, probes: int) -> dict[str, Any]:
+    """(i): an interactive-lane worker and a batch-lane worker, as an operator would run them."""
+    key = asyncio.run(dev_key(redis_url))
+    upstream = f"http://127.0.0.1:{free_port()}"
+    routing = data_dir / "routing.fairness.toml"
+    text = harness.ROOT.joinpath("bench/routing.bench.toml").read_text()
+    routing.write_text(text + BATCH_ROUTING.replace("{upstream}", upstream))
+    env = {
+        "AIJOBS_ROUTING_FILE": str(routing), "FAKE_UPSTREAM_KEY": "sk-bench-000000000000",
+        "AIJOBS_MAX_UPLOAD_BYTES": str(200 * 1024 * 1024),
+    }  # fmt: skip
+    with (
+        harness.processes((["bench.openai_fake", upstream.rsplit(":", 1)[1]], {})),
+        harness.api(redis_url, data_dir, env) as (url, api_env, _),
+        harness.processes(
+            (["worker", "--lanes", "interactive"], api_env), (["worker", "--lanes", "batch"], api_env)
+        ),
+    ):
+        harness.wait_http(upstream)
+        time.sleep(1.0)
+        return fairness.run(url, key, lines, probes)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m bench")
     parser.add_argument("--quick", action="store_true", help="smaller runs, for a smoke test")
@@ -239,6 +264,7 @@ def main() -> int:
         "webhooks": lambda url, d: measure_webhooks(url, d, int(2000 * scale)),
         "openai": lambda url, d: measure_openai(url, d, int(5000 * scale)),
         "batch": lambda url, d: measure_batch(url, d, [int(10_000 * scale), int(100_000 * scale)]),
+        "fairness": lambda url, d: measure_fairness(url, d, int(20_000 * scale), int(500 * scale)),
     }
     if args.only:
         phases = {name: phases[name] for name in args.only.split(",")}
@@ -354,6 +380,18 @@ def report(results: dict[str, Any]) -> None:
             f"    {run['lines']} lines in {run['seconds']} s = {run['lines_per_s']} lines/s; "
             f"worker peak RSS {run['worker_peak_rss_mb']} MiB"
         )
+    if "fairness" in results:
+        fair = results["fairness"]
+        print(
+            "(i) interactive chat one at a time, idle and beside a batch on its own worker (target p99 +20%)"
+        )
+        for path in ("chat_completions", "jobs"):
+            row = fair[path]
+            print(
+                f"    {path}: idle p50 {row['idle']['p50_ms']} / p99 {row['idle']['p99_ms']} ms; during a "
+                f"{fair['batch']['lines']}-line batch p50 {row['during_batch']['p50_ms']} / p99 "
+                f"{row['during_batch']['p99_ms']} ms: p99 x{row['p99_ratio']}"
+            )
     print(f"\nresults written to {RESULTS}/latest.json")
 
 
