@@ -198,8 +198,8 @@ route = ["fake:gpt-4o-mini"]
 )
 
 
-def measure_batch(redis_url: str, data_dir: Path, sizes: list[int]) -> list[dict[str, Any]]:
-    """(h): each size on a fresh worker, so each peak RSS is that batch's own."""
+def _batch_setup(redis_url: str, data_dir: Path) -> tuple[str, str, dict[str, str]]:
+    """A key, the fake upstream's URL and the service's environment for the batch phases."""
     key = asyncio.run(dev_key(redis_url))
     upstream = f"http://127.0.0.1:{free_port()}"
     routing = data_dir / "routing.batch.toml"
@@ -209,6 +209,12 @@ def measure_batch(redis_url: str, data_dir: Path, sizes: list[int]) -> list[dict
         "AIJOBS_ROUTING_FILE": str(routing), "FAKE_UPSTREAM_KEY": "sk-bench-000000000000",
         "AIJOBS_MAX_UPLOAD_BYTES": str(200 * 1024 * 1024),
     }  # fmt: skip
+    return key, upstream, env
+
+
+def measure_batch(redis_url: str, data_dir: Path, sizes: list[int]) -> list[dict[str, Any]]:
+    """(h): each size on a fresh worker, so each peak RSS is that batch's own."""
+    key, upstream, env = _batch_setup(redis_url, data_dir)
     results = []
     with (
         harness.processes((["bench.openai_fake", upstream.rsplit(":", 1)[1]], {})),
@@ -226,15 +232,7 @@ def measure_batch(redis_url: str, data_dir: Path, sizes: list[int]) -> list[dict
 
 def measure_fairness(redis_url: str, data_dir: Path, lines: int, probes: int) -> dict[str, Any]:
     """(i): an interactive-lane worker and a batch-lane worker, as an operator would run them."""
-    key = asyncio.run(dev_key(redis_url))
-    upstream = f"http://127.0.0.1:{free_port()}"
-    routing = data_dir / "routing.fairness.toml"
-    text = harness.ROOT.joinpath("bench/routing.bench.toml").read_text()
-    routing.write_text(text + BATCH_ROUTING.replace("{upstream}", upstream))
-    env = {
-        "AIJOBS_ROUTING_FILE": str(routing), "FAKE_UPSTREAM_KEY": "sk-bench-000000000000",
-        "AIJOBS_MAX_UPLOAD_BYTES": str(200 * 1024 * 1024),
-    }  # fmt: skip
+    key, upstream, env = _batch_setup(redis_url, data_dir)
     with (
         harness.processes((["bench.openai_fake", upstream.rsplit(":", 1)[1]], {})),
         harness.api(redis_url, data_dir, env) as (url, api_env, _),
