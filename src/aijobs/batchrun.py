@@ -124,15 +124,16 @@ class BatchDriver:
                 if len(taken) >= room:
                     break
         # Created together, so their record scripts share pipelines (one create is one round trip).
-        ids = await asyncio.gather(*(self._start(batch, n, raw) for n, raw in taken.items()))
+        fmt = self._format(batch)
+        ids = await asyncio.gather(*(self._start(batch, fmt, n, raw) for n, raw in taken.items()))
         jobs = dict(zip(taken, ids, strict=True))
         if not await self.batches.advance(batch, batch.expanded, jobs, offset):
             return 0  # another run of this tick got there first (its jobs are these same ones)
         batch.offset, batch.expanded = offset, number
         return len(jobs)
 
-    async def _start(self, batch: Batch, number: int, raw: bytes) -> str:
-        line = self._format(batch).job(raw, number)
+    async def _start(self, batch: Batch, fmt: LineFormat, number: int, raw: bytes) -> str:
+        line = fmt.job(raw, number)
         # A newline cannot be in an Idempotency-Key header, so no caller's key can collide with this one.
         key = hashlib.sha256(f"batch\n{batch.id}\n{number}".encode()).hexdigest()
         created = await self.store.create(

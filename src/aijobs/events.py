@@ -15,13 +15,14 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, get_args
 
 from redis.asyncio import Redis
 
 from aijobs.jobs import JobStatus
 from aijobs.keys import Keys
 from aijobs.queue import PAYLOAD_TTL_MS, WEBHOOK_FANOUT, WEBHOOK_LANE, queue_name
+from aijobs.types import BatchEvent
 
 #: Every event type, in the order a job can meet them.
 EVENT_TYPES = ("job.queued", "job.running", "job.progress", "job.succeeded", "job.failed", "job.canceled")
@@ -29,7 +30,7 @@ EVENT_TYPES = ("job.queued", "job.running", "job.progress", "job.succeeded", "jo
 WEBHOOK_EVENTS = ("job.running", "job.succeeded", "job.failed", "job.canceled")
 TERMINAL_EVENTS = frozenset({"job.succeeded", "job.failed", "job.canceled"})
 #: A batch's events that webhooks deliver: its endings (see :mod:`aijobs.batches`).
-BATCH_EVENTS = ("batch.completed", "batch.failed", "batch.expired", "batch.cancelled")
+BATCH_EVENTS: tuple[str, ...] = get_args(BatchEvent)
 #: A stream keeps at most about this many entries (media progress is the only long tail).
 MAX_EVENTS = 256
 

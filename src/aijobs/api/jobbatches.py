@@ -9,7 +9,7 @@ The body::
 take ``background`` when it serves the type, else the type's default feature. Every input is checked
 as ``POST /v1/jobs`` would check it; bad ones are refused together, each in ``error.details`` by its
 ``index``. The inputs become the batch's input file (``{"input": ...}`` per line, endpoint
-:data:`~aijobs.batchlines.NATIVE_ENDPOINT`) and run like any batch; the result files have one line per
+:data:`~aijobs.batches.NATIVE_ENDPOINT`) and run like any batch; the result files have one line per
 input with its ``index`` (:class:`~aijobs.batchlines.JobLines`).
 """
 
@@ -84,11 +84,9 @@ async def start(svc: Services, batch: Batch) -> None:
 
 
 def _feature(svc: Services, request: JobBatchRequest) -> Feature:
-    if request.feature is not None:
-        return batch_feature(svc, request.feature, request.type)
-    if request.type is None:
+    if request.feature is None and request.type is None:
         raise InvalidRequest("type: say which job type the inputs are (or name a feature)", param="type")
-    return batch_feature(svc, None, request.type)
+    return batch_feature(svc, request.feature, request.type)
 
 
 async def _checked_lines(

@@ -11,15 +11,14 @@ from typing import Annotated, Any
 
 import orjson
 from fastapi import APIRouter, Depends, Query, Response
-from pydantic import Field, field_validator
+from pydantic import Field
 
 from aijobs.api.deps import Services, services, tenant
 from aijobs.errors import Conflict, NotFound
 from aijobs.inputs import check_url
 from aijobs.jobs import is_job_id, iso
 from aijobs.queue import WEBHOOK_LANE, WEBHOOK_SEND
-from aijobs.types import WEBHOOK_EVENTS, WEBHOOK_URL_PATTERN, BatchEvent, WebhookEvent
-from aijobs.types.common import Strict
+from aijobs.types import EndpointSpec
 from aijobs.webhooks.deliveries import is_delivery_id
 from aijobs.webhooks.dispatch import REPLAY
 from aijobs.webhooks.endpoints import Endpoint, TooManyEndpoints
@@ -29,22 +28,11 @@ Svc = Annotated[Services, Depends(services)]
 Tenant = Annotated[str, Depends(tenant)]
 
 
-class EndpointRequest(Strict):
+class EndpointRequest(EndpointSpec):
     """``POST /v1/webhooks``: a URL that receives the tenant's events (the four job events by default;
     a batch's endings, ``batch.completed`` and the rest, when named)."""
 
-    url: str = Field(min_length=8, max_length=2048, pattern=WEBHOOK_URL_PATTERN)
-    events: list[WebhookEvent | BatchEvent] = Field(
-        default_factory=lambda: list[WebhookEvent | BatchEvent](WEBHOOK_EVENTS),
-        min_length=1,
-        description="The events to send; the four job events when left out.",
-    )
     description: str = Field(default="", max_length=256)
-
-    @field_validator("events")
-    @classmethod
-    def _distinct(cls, events: list[str]) -> list[str]:
-        return list(dict.fromkeys(events))
 
 
 def _json(payload: Any, status_code: int = 200) -> Response:

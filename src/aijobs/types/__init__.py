@@ -32,20 +32,34 @@ BatchEvent = Literal["batch.completed", "batch.failed", "batch.expired", "batch.
 WEBHOOK_URL_PATTERN = r"^https?://[^\s\x00-\x1f\x7f]+$"
 
 
-class WebhookSpec(Strict):
+class _Destination(Strict):
+    url: str = Field(min_length=8, max_length=2048, pattern=WEBHOOK_URL_PATTERN)
+
+    @field_validator("events", check_fields=False)
+    @classmethod
+    def _distinct(cls, events: list[str]) -> list[str]:
+        return list(dict.fromkeys(events))
+
+
+class WebhookSpec(_Destination):
     """Where to POST this job's events (signed with the tenant's job-webhook secret)."""
 
-    url: str = Field(min_length=8, max_length=2048, pattern=WEBHOOK_URL_PATTERN)
     events: list[WebhookEvent] = Field(
         default_factory=lambda: list(WEBHOOK_EVENTS),
         min_length=1,
         description="The events to send; all four when left out.",
     )
 
-    @field_validator("events")
-    @classmethod
-    def _distinct(cls, events: list[WebhookEvent]) -> list[WebhookEvent]:
-        return list(dict.fromkeys(events))
+
+class EndpointSpec(_Destination):
+    """A webhook endpoint: it receives the tenant's events, the four job events unless ``events``
+    names others (a batch's endings)."""
+
+    events: list[WebhookEvent | BatchEvent] = Field(
+        default_factory=lambda: list[WebhookEvent | BatchEvent](WEBHOOK_EVENTS),
+        min_length=1,
+        description="The events to send; the four job events when left out.",
+    )
 
 
 class _JobRequest(Strict):
