@@ -193,18 +193,31 @@ poll_delay_s = 0.05
 [features.background]
 type = "chat"
 lane = "batch"
-route = ["fake:gpt-4o-mini"]
+route = ["{batch_provider}:gpt-4o-mini"]
 """
 )
+#: (i): the batch's own upstream, as a batch feature's cheap provider is in production.
+BATCH_UPSTREAM = """
+[providers.fake_batch]
+kind = "openai"
+base_url = "{batch_upstream}/v1"
+api_key_env = "FAKE_UPSTREAM_KEY"
+"""
 
 
-def _batch_setup(redis_url: str, data_dir: Path) -> tuple[str, str, dict[str, str]]:
-    """A key, the fake upstream's URL and the service's environment for the batch phases."""
+def _batch_setup(
+    redis_url: str, data_dir: Path, batch_upstream: str | None = None
+) -> tuple[str, str, dict[str, str]]:
+    """A key, the fake upstream's URL and the service's environment for the batch phases; with
+    ``batch_upstream``, batches go there instead."""
     key = asyncio.run(dev_key(redis_url))
     upstream = f"http://127.0.0.1:{free_port()}"
     routing = data_dir / "routing.batch.toml"
-    text = harness.ROOT.joinpath("bench/routing.bench.toml").read_text()
-    routing.write_text(text + BATCH_ROUTING.replace("{upstream}", upstream))
+    text = harness.ROOT.joinpath("bench/routing.bench.toml").read_text() + BATCH_ROUTING
+    if batch_upstream:
+        text += BATCH_UPSTREAM.replace("{batch_upstream}", batch_upstream)
+    text = text.replace("{batch_provider}", "fake_batch" if batch_upstream else "fake")
+    routing.write_text(text.replace("{upstream}", upstream))
     env = {
         "AIJOBS_ROUTING_FILE": str(routing), "FAKE_UPSTREAM_KEY": "sk-bench-000000000000",
         "AIJOBS_MAX_UPLOAD_BYTES": str(200 * 1024 * 1024),
@@ -231,10 +244,16 @@ def measure_batch(redis_url: str, data_dir: Path, sizes: list[int]) -> list[dict
 
 
 def measure_fairness(redis_url: str, data_dir: Path, lines: int, probes: int) -> dict[str, Any]:
-    """(i): an interactive-lane worker and a batch-lane worker, as an operator would run them."""
-    key, upstream, env = _batch_setup(redis_url, data_dir)
+    """(i): an interactive-lane worker and a batch-lane worker, as an operator would run them. The batch
+    calls its own upstream: a provider's CPU is not on our host, so its fake runs at the lowest CPU
+    priority, where it takes only what interactive work leaves."""
+    batch_port = free_port()
+    key, upstream, env = _batch_setup(redis_url, data_dir, f"http://127.0.0.1:{batch_port}")
     with (
-        harness.processes((["bench.openai_fake", upstream.rsplit(":", 1)[1]], {})),
+        harness.processes(
+            (["bench.openai_fake", upstream.rsplit(":", 1)[1]], {}),
+            (["bench.openai_fake", str(batch_port)], {"BENCH_NICE": "19"}),
+        ),
         harness.api(redis_url, data_dir, env) as (url, api_env, _),
         harness.processes(
             (["worker", "--lanes", "interactive"], api_env), (["worker", "--lanes", "batch"], api_env)

@@ -54,7 +54,10 @@ def spawn(args: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
         else [sys.executable, "-m", "aijobs", *args]
     )
     log = open(os.environ["BENCH_LOG"], "ab") if "BENCH_LOG" in os.environ else subprocess.DEVNULL  # noqa: SIM115
-    return subprocess.Popen(command, env=env, cwd=ROOT, stdout=log, stderr=log)
+    env = dict(env)
+    nice = int(env.pop("BENCH_NICE", "0"))
+    lower = (lambda: os.nice(nice)) if nice else None
+    return subprocess.Popen(command, env=env, cwd=ROOT, stdout=log, stderr=log, preexec_fn=lower)
 
 
 @contextlib.contextmanager

@@ -150,3 +150,28 @@ def test_an_embed_route_on_a_preset_without_embeddings_is_refused() -> None:
         ConfigError, match=r"features\.x\.route\[0\]: preset 'deepseek' has no embeddings endpoint"
     ):
         parse_routing(BASE + DEFAULTS + extra)
+
+
+def test_a_lane_table_changes_only_what_it_names() -> None:
+    config = parse_routing(BASE + DEFAULTS + "[lanes.batch]\nmax_jobs = 10\n")
+    batch = config.lane("batch")
+    assert (batch.max_jobs, batch.job_timeout_s, batch.cpu_nice) == (10, 900, 10)
+    assert config.lane("interactive").cpu_nice == 0
+
+
+@pytest.mark.parametrize(("lanes", "nice"), [("batch", 10), ("batch,interactive", 0)])
+def test_a_batch_only_worker_lowers_its_cpu_priority(lanes: str, nice: int) -> None:
+    # In a child process: niceness can only go up, and the test runner's must not.
+    script = (
+        "import os, sys\n"
+        "from aijobs.routing import parse_routing\n"
+        "from aijobs.worker_process import lower_priority\n"
+        "routing = parse_routing(sys.stdin.read())\n"
+        "before = os.nice(0)\n"
+        f"lower_priority(routing, {lanes.split(',')!r})\n"
+        "print(os.nice(0) - before)\n"
+    )
+    child = subprocess.run(
+        [sys.executable, "-c", script], input=BASE + DEFAULTS, capture_output=True, text=True, check=True
+    )
+    assert int(child.stdout) == nice

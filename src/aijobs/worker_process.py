@@ -28,7 +28,7 @@ from aijobs.queue import (
     lane_worker_options,
 )
 from aijobs.routing import Routing, load_policy
-from aijobs.routing.config import LANES, LaneName, WorkerLane
+from aijobs.routing.config import LANES, LaneName, RoutingConfig, WorkerLane
 from aijobs.settings import Settings
 from aijobs.webhooks.dispatch import Dispatcher, webhook_fanout, webhook_send
 from aijobs.worker import Runtime, poll_task, run_job
@@ -61,6 +61,7 @@ async def serve(settings: Settings, routing: Routing, lanes: list[WorkerLane], e
     """
     runtime = await Runtime.start(settings, routing, env)
     heap.settle()
+    lower_priority(routing.config, lanes)
     dispatcher = dispatcher_for(runtime) if WEBHOOK_LANE in lanes else None
     ctx: dict[str, Any] = {"runtime": runtime, "dispatcher": dispatcher}
     workers = [
@@ -101,6 +102,16 @@ async def serve(settings: Settings, routing: Routing, lanes: list[WorkerLane], e
         await dispatcher.close()
     await runtime.close()
     return not failed
+
+
+def lower_priority(config: RoutingConfig, lanes: list[WorkerLane]) -> int:
+    """Lower the process's CPU priority by the least ``cpu_nice`` of its lanes (a worker that also
+    serves interactive work keeps its priority); the niceness added."""
+    nice = min(config.lane(lane).cpu_nice for lane in lanes)
+    if nice > 0:
+        os.nice(nice)
+        log.info("worker CPU priority lowered by %d (nice)", nice)
+    return nice
 
 
 def job_lanes(lanes: list[WorkerLane]) -> list[LaneName]:

@@ -52,12 +52,17 @@ class LaneConfig(_Config):
     max_jobs: int = Field(default=1000, ge=1, le=100_000)
     poll_delay_s: float = Field(default=0.05, gt=0, le=5)
     job_timeout_s: float = Field(default=300, gt=0, le=24 * 3600)
+    cpu_nice: int = Field(
+        default=0, ge=0, le=19,
+        description="How much a worker serving only this lane lowers its CPU priority (Unix nice), so that "
+        "on a shared host it yields the CPU to interactive work.",
+    )  # fmt: skip
 
 
 _DEFAULT_LANES = {
     "interactive": LaneConfig(max_jobs=6000, poll_delay_s=0.01, job_timeout_s=120),
     "media": LaneConfig(max_jobs=2000, poll_delay_s=0.05, job_timeout_s=600),
-    "batch": LaneConfig(max_jobs=500, poll_delay_s=0.25, job_timeout_s=900),
+    "batch": LaneConfig(max_jobs=500, poll_delay_s=0.25, job_timeout_s=900, cpu_nice=10),
     # A delivery takes at most its 15 s timeout; 200 slow receivers at once stay cheap on the loop.
     "webhooks": LaneConfig(max_jobs=200, poll_delay_s=0.05, job_timeout_s=30),
 }
@@ -259,6 +264,18 @@ class RoutingConfig(_Config):
         description="Model names for the OpenAI-compatible surface: alias → feature, "
         "'feature/NAME' or 'provider:model'.",
     )
+
+    @field_validator("lanes", mode="before")
+    @classmethod
+    def _over_lane_defaults(cls, lanes: Any) -> Any:
+        """A lane's table changes only the settings it names; the rest keep that lane's defaults."""
+        if not isinstance(lanes, dict):
+            return lanes
+        return {
+            name: {**_DEFAULT_LANES[name].model_dump(), **given}
+            if name in _DEFAULT_LANES and isinstance(given, dict) else given
+            for name, given in lanes.items()
+        }  # fmt: skip
 
     @model_validator(mode="after")
     def _references(self) -> RoutingConfig:
