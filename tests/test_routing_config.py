@@ -36,6 +36,11 @@ BASE = '[features.c]\ntype = "chat"\nroute = ["sim:a"]\n' + SIM_NON_CHAT  # c fi
         ),
         ('[features.X]\ntype = "chat"\nroute = ["sim:a"]', "features.X: a feature name is lowercase"),
         ("[lanes.interactive]\nmax_jobs = 0", "lanes.interactive.max_jobs"),
+        ('[providers.s2]\nkind = "sim"\nbatch_api = true', "providers.s2: batch_api: only the openai kind"),
+        (
+            '[features.x]\ntype = "chat"\nroute = ["sim:a"]\nprovider_batch = true',
+            "features.x.provider_batch: needs a chat feature with a target whose provider has batch_api",
+        ),
         ('[features.x]\ntype = "chat"\nroute = ["sim:a"]\nattempts = 0', "features.x.attempts"),
         (
             '[features.x]\ntype = "chat"\nroute = ["sim:a"]\ndeadline_s = 400',

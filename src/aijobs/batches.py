@@ -23,6 +23,7 @@ and every move and every counted line wakes whoever follows the batch live.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -67,7 +68,7 @@ BATCH_ID_PREFIX = "batch_"
 NATIVE_ENDPOINT = "/v1/jobs"
 #: Counted line outcomes: a succeeded job is ``completed``, any other ending ``failed``.
 _COUNTERS = ("completed", "failed")
-_JSON_FIELDS = frozenset({"metadata", "errors"})
+_JSON_FIELDS = frozenset({"metadata", "errors", "remote"})
 
 
 def new_batch_id() -> str:
@@ -79,6 +80,8 @@ def is_batch_id(text: str) -> bool:
 
 
 _HEX = frozenset("0123456789abcdef")
+#: What a batch's view shows of its provider batch (never its file ids: they are the provider's).
+_REMOTE_VIEW = ("provider", "model", "status", "total", "completed", "failed")
 #: The job type of an OpenAI batch's lines, for records from before batches kept it.
 _ENDPOINT_TYPES = {"/v1/embeddings": "embed", "/v1/rerank": "rerank"}
 
@@ -118,6 +121,8 @@ class Batch:
     tick_failures: int = 0
     #: The sequence number of the tick allowed to schedule the next (see :meth:`BatchStore.next_tick`).
     tick_seq: int = 0
+    #: The batch handed to a provider's own batch API, while and after it is (see :mod:`aijobs.handoff`).
+    remote: dict[str, Any] = field(default_factory=dict)
 
     def view(self) -> dict[str, Any]:
         """OpenAI's batch object."""
@@ -135,6 +140,7 @@ class Batch:
             "request_counts": {"total": self.total, "completed": self.completed, "failed": self.failed},
             "errors": {"object": "list", "data": self.errors} if self.errors else None,
             "metadata": self.metadata or None, "feature": self.feature, "type": self.type,
+            "provider_batch": {name: self.remote.get(name) for name in _REMOTE_VIEW} if self.remote else None,
         }  # fmt: skip
 
 
@@ -147,13 +153,14 @@ def _encode(batch: Batch) -> list[Any]:
 
 def _decode(raw: dict[bytes, bytes]) -> Batch:
     fields: dict[str, Any] = {key.decode(): value.decode() for key, value in raw.items()}
-    for name in _JSON_FIELDS:
+    for name in _JSON_FIELDS & fields.keys():
         fields[name] = orjson.loads(fields[name])
     for name, kind in Batch.__annotations__.items():
         if name in fields and kind in ("int", "float"):
             fields[name] = int(fields[name]) if kind == "int" else float(fields[name])
     fields["status"] = BatchStatus(fields["status"])
     fields.setdefault("type", _ENDPOINT_TYPES.get(fields["endpoint"], "chat"))
+    fields.setdefault("remote", {})
     return Batch(**fields)
 
 
@@ -208,6 +215,23 @@ redis.call('EXPIRE', KEYS[3], ARGV[4])
 return 1
 """
 
+# KEYS: line map, open set. ARGV: ttl, pairs of (line number, job id)…
+# Maps each line not yet mapped, and opens its job; returns the job each line is mapped to.
+_CLAIM = """
+local winners = {}
+for i = 2, #ARGV, 2 do
+  if redis.call('HSETNX', KEYS[1], ARGV[i], ARGV[i + 1]) == 1 then
+    redis.call('SADD', KEYS[2], ARGV[i + 1])
+    winners[#winners + 1] = ARGV[i + 1]
+  else
+    winners[#winners + 1] = redis.call('HGET', KEYS[1], ARGV[i])
+  end
+end
+redis.call('EXPIRE', KEYS[1], ARGV[1])
+redis.call('EXPIRE', KEYS[2], ARGV[1])
+return winners
+"""
+
 # KEYS: batch. ARGV: the tick's sequence number.
 _NEXT_TICK = """
 if redis.call('HGET', KEYS[1], 'tick_seq') ~= ARGV[1] then return 0 end
@@ -227,6 +251,7 @@ class BatchStore:
         self._settle = ScriptBatcher(redis, redis.register_script(_SETTLE))
         self._advance = ScriptBatcher(redis, redis.register_script(_ADVANCE))
         self._next_tick = ScriptBatcher(redis, redis.register_script(_NEXT_TICK))
+        self._claim = redis.register_script(_CLAIM)
 
     async def create(self, batch: Batch) -> None:
         keys = [Keys.batch(batch.id), Keys.tenant_batches(batch.tenant)]
@@ -275,13 +300,16 @@ class BatchStore:
         failures: int = await self.redis.hincrby(Keys.batch(batch_id), "tick_failures", 1)  # type: ignore[misc]
         return failures
 
-    async def advance(self, batch: Batch, read_from: int, jobs: dict[int, str], offset: int) -> bool:
-        """Map and open the lines a tick started, and move the read position past them, if the position
-        is still ``read_from`` lines in; ``False`` (nothing done) when another tick moved it first.
-        A line already mapped is never opened again, so it is never counted twice."""
+    async def advance(
+        self, batch: Batch, read_from: int, jobs: dict[int, str], offset: int, expanded: int | None = None
+    ) -> bool:
+        """Map and open the lines a tick started, and move the read position past them (to line
+        ``expanded``, byte ``offset``), if the position is still ``read_from`` lines in; ``False``
+        (nothing done) when another tick moved it first. A line already mapped is never opened
+        again, so it is never counted twice."""
         keys = [Keys.batch(batch.id), Keys.batch_lines(batch.id), Keys.batch_open(batch.id)]
         pairs = [item for number, job in jobs.items() for item in (number, job)]
-        expanded = read_from + len(jobs)
+        expanded = read_from + len(jobs) if expanded is None else expanded
         moved = await self._advance(keys, [read_from, offset, expanded, self.kept_s(batch), *pairs])
         return bool(moved)
 
@@ -308,6 +336,29 @@ class BatchStore:
 
     async def line_jobs(self, batch_id: str, first: int, count: int) -> list[str | None]:
         """The job running each of lines ``first`` to ``first + count - 1`` (``None``: never started)."""
-        names = [str(n) for n in range(first, first + count)]
+        return await self.jobs_of(batch_id, range(first, first + count))
+
+    async def jobs_of(self, batch_id: str, numbers: Iterable[int]) -> list[str | None]:
+        """The job running each of the lines ``numbers`` (``None``: never started)."""
+        names = [str(n) for n in numbers]
+        if not names:
+            return []
         jobs = await self.redis.hmget(Keys.batch_lines(batch_id), names)  # type: ignore[misc]
         return [job.decode() if job is not None else None for job in jobs]
+
+    async def mapped(self, batch_id: str) -> int:
+        """How many lines have a job."""
+        count: int = await self.redis.hlen(Keys.batch_lines(batch_id))  # type: ignore[misc]
+        return count
+
+    async def claim(self, batch: Batch, jobs: dict[int, str]) -> list[str]:
+        """Map each line in ``jobs`` to its job and open it, unless the line has one already; the job
+        each line is mapped to, in order (a retried call finds the first call's jobs)."""
+        pairs = [item for number, job in jobs.items() for item in (number, job)]
+        keys = [Keys.batch_lines(batch.id), Keys.batch_open(batch.id)]
+        winners = await self._claim(keys=keys, args=[self.kept_s(batch), *pairs])
+        return [job.decode() for job in winners]
+
+    async def set_remote(self, batch_id: str, remote: dict[str, Any]) -> None:
+        """Save what the driver knows of the batch's provider batch."""
+        await self.redis.hset(Keys.batch(batch_id), "remote", orjson.dumps(remote).decode())  # type: ignore[misc]

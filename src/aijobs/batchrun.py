@@ -29,8 +29,9 @@ from typing import Any
 import orjson
 
 from aijobs.batches import TERMINAL, Batch, BatchStatus, BatchStore
-from aijobs.batchlines import LineFormat, line_format
+from aijobs.batchlines import LineFormat, LineJob, line_format
 from aijobs.files import FileRecord, Files
+from aijobs.handoff import Handoff, batch_apis
 from aijobs.jobs import TERMINAL as JOB_TERMINAL
 from aijobs.jobs import JobStatus
 from aijobs.queue import BATCH_LANE, RUN_BATCH, batch_tick_id, delivery
@@ -58,6 +59,7 @@ class BatchDriver:
     files: Files
     blobs: BlobStore
     window: int
+    handoff: Handoff | None = None
 
     async def tick(self, batch_id: str) -> float | None:
         """Advance the batch; seconds until the next tick, or ``None`` once it has ended."""
@@ -72,16 +74,45 @@ class BatchDriver:
             return None
         open_jobs = await self._settle(batch)
         ending = self._ending(batch)
+        if self._handing(batch, ending):
+            assert self.handoff is not None
+            lines = await self._all_lines(batch) if self.handoff.wants_lines(batch) else None
+            return await self.handoff.step(batch, lines, ending is not None)
         started = 0
         if ending is None:
             started = await self._start_lines(batch, self.window - len(open_jobs))
             if batch.expanded < batch.total or open_jobs or started:
                 return BUSY_TICK_S if started else TICK_S
             ending = BatchStatus.COMPLETED
+        elif batch.remote.get("stage") == "collected" and batch.expanded < batch.total:
+            # What the provider answered is kept; nothing else starts.
+            await self._start_lines(batch, self.window, answered_only=True)
+            return BUSY_TICK_S
         elif open_jobs:
             return TICK_S  # cancelled or expired: what runs finishes; nothing new starts
         await self._finalize(batch, ending)
         return None
+
+    def _handing(self, batch: Batch, ending: BatchStatus | None) -> bool:
+        """Whether the batch is with (or about to go to) a provider's batch API; an ending batch is
+        not handed over if it is not already."""
+        if self.handoff is None or not self.handoff.active(batch):
+            return False
+        return ending is None or not self.handoff.wants_lines(batch)
+
+    async def _all_lines(self, batch: Batch) -> list[tuple[int, LineJob]]:
+        """Every line, as job inputs (a handed-over batch is at most a provider's line limit)."""
+        record = await self.files.get(batch.input_file_id, batch.tenant)
+        if record is None:
+            return []
+        fmt = self._format(batch)
+        lines, number = [], 0
+        async with contextlib.aclosing(_lines(self.blobs.read(record.key))) as reading:
+            async for raw, _ in reading:
+                if raw.strip():
+                    lines.append((number, fmt.job(raw, number)))
+                    number += 1
+        return lines
 
     def _ending(self, batch: Batch) -> BatchStatus | None:
         if batch.status is BatchStatus.CANCELLING:
@@ -102,8 +133,10 @@ class BatchDriver:
         await self.batches.settle(batch.id, finished)
         return [job for job in open_jobs if job not in finished]
 
-    async def _start_lines(self, batch: Batch, room: int) -> int:
-        """Start up to ``room`` more lines from where the input was left; how many were started."""
+    async def _start_lines(self, batch: Batch, room: int, *, answered_only: bool = False) -> int:
+        """Take up to ``room`` more lines from where the input was left: each line the provider's batch
+        answered becomes a finished job, each other one is started (unless ``answered_only``).
+        How many lines were taken."""
         if room <= 0 or batch.expanded >= batch.total:
             return 0
         record = await self.files.get(batch.input_file_id, batch.tenant)
@@ -114,8 +147,8 @@ class BatchDriver:
             return 0
         taken: dict[int, bytes] = {}
         offset, number = batch.offset, batch.expanded
-        async with contextlib.aclosing(_lines(self.blobs.read(record.key, offset))) as lines:
-            async for raw, consumed in lines:
+        async with contextlib.aclosing(_lines(self.blobs.read(record.key, offset))) as reading:
+            async for raw, consumed in reading:
                 offset += consumed
                 if not raw.strip():
                     continue
@@ -123,17 +156,36 @@ class BatchDriver:
                 number += 1
                 if len(taken) >= room:
                     break
-        # Created together, so their record scripts share pipelines (one create is one round trip).
         fmt = self._format(batch)
-        ids = await asyncio.gather(*(self._start(batch, fmt, n, raw) for n, raw in taken.items()))
-        jobs = dict(zip(taken, ids, strict=True))
-        if not await self.batches.advance(batch, batch.expanded, jobs, offset):
+        lines = {n: fmt.job(raw, n) for n, raw in taken.items()}
+        answered = await self._record_answered(batch, lines)
+        # Created together, so their record scripts share pipelines (one create is one round trip).
+        here = [] if answered_only else [n for n in taken if n not in answered]
+        ids = await asyncio.gather(*(self._start(batch, n, lines[n], taken[n]) for n in here))
+        jobs = dict(zip(here, ids, strict=True))
+        if not await self.batches.advance(batch, batch.expanded, jobs, offset, number):
             return 0  # another run of this tick got there first (its jobs are these same ones)
         batch.offset, batch.expanded = offset, number
-        return len(jobs)
+        return len(taken)
 
-    async def _start(self, batch: Batch, fmt: LineFormat, number: int, raw: bytes) -> str:
-        line = fmt.job(raw, number)
+    async def _record_answered(self, batch: Batch, lines: dict[int, LineJob]) -> set[int]:
+        """Record a finished job for each line the provider's batch answered; those lines. A line is
+        mapped to its job before the job is recorded, so a retried tick records none twice."""
+        if self.handoff is None:
+            return set()
+        results = await self.handoff.answers(batch, list(lines))
+        if not results:
+            return set()
+        now = time.time()
+        fresh = {number: self.store.new_id(now) for number in results}
+        winners = dict(zip(fresh, await self.batches.claim(batch, fresh), strict=True))
+        statuses = await self.store.statuses(list(winners.values()))
+        for (number, job_id), status in zip(winners.items(), statuses, strict=True):
+            if status is None:  # new, or mapped by a tick that stopped before recording it
+                await self.store.record(*self.handoff.record(batch, job_id, lines[number], results[number]))
+        return set(results)
+
+    async def _start(self, batch: Batch, number: int, line: LineJob, raw: bytes) -> str:
         # A newline cannot be in an Idempotency-Key header, so no caller's key can collide with this one.
         key = hashlib.sha256(f"batch\n{batch.id}\n{number}".encode()).hexdigest()
         created = await self.store.create(
@@ -167,11 +219,18 @@ class BatchDriver:
         )  # fmt: skip
 
     async def _results(self, batch: Batch, *, succeeded: bool) -> AsyncIterator[bytes]:
-        """The output file's lines (``succeeded``) or the error file's, in input order."""
+        """The output file's lines (``succeeded``) or the error file's, in input order. Lines that never
+        ran (the batch ended first) are in the error file too, read again from the input."""
         fmt = self._format(batch)
-        for first in range(0, batch.expanded, RESULT_CHUNK):
-            count = min(RESULT_CHUNK, batch.expanded - first)
-            ids = [job for job in await self.batches.line_jobs(batch.id, first, count) if job]
+        unrun = None
+        if not succeeded and await self.batches.mapped(batch.id) < batch.total:
+            record = await self.files.get(batch.input_file_id, batch.tenant)
+            unrun = _raw_lines(self.blobs.read(record.key)) if record is not None else None
+        code = f"batch_{batch.ending}"
+        message = f"the batch was {batch.ending} before this request ran"
+        for first in range(0, batch.total, RESULT_CHUNK):
+            line_jobs = await self.batches.line_jobs(batch.id, first, min(RESULT_CHUNK, batch.total - first))
+            ids = [job for job in line_jobs if job]
             # Statuses first: each file loads only its own records (outputs can be large).
             statuses = await self.store.statuses(ids)
             ours = [
@@ -179,21 +238,13 @@ class BatchDriver:
                 for job, status in zip(ids, statuses, strict=True)
                 if (status is JobStatus.SUCCEEDED) == succeeded
             ]
-            for job in await self.store.get_many(ours):
-                yield await fmt.result(job)
-        if succeeded or batch.expanded >= batch.total:
-            return
-        code = f"batch_{batch.ending}"
-        message = f"the batch was {batch.ending} before this request ran"
-        record = await self.files.get(batch.input_file_id, batch.tenant)
-        if record is None:
-            return
-        number = batch.expanded
-        async with contextlib.aclosing(_lines(self.blobs.read(record.key, batch.offset))) as lines:
-            async for raw, _ in lines:
-                if raw.strip():
+            records = {job.id: job for job in await self.store.get_many(ours)}
+            for number, job_id in enumerate(line_jobs, first):
+                raw = await anext(unrun, b"") if unrun is not None else b""
+                if job_id is None and unrun is not None:
                     yield fmt.unrun(batch.id, number, raw, code, message)
-                    number += 1
+                elif job_id in records:
+                    yield await fmt.result(records[job_id])
 
     async def _write(self, batch: Batch, name: str, lines: AsyncIterator[bytes]) -> FileRecord | None:
         """Store ``lines`` as a file of the batch's tenant; ``None`` when there are none."""
@@ -211,6 +262,14 @@ async def _following(first: bytes, rest: AsyncIterator[bytes]) -> AsyncIterator[
     yield first
     async for line in rest:
         yield line
+
+
+async def _raw_lines(chunks: AsyncIterator[bytes]) -> AsyncGenerator[bytes, None]:
+    """Each non-blank line of a stream: one per batch line, in order."""
+    async with contextlib.aclosing(_lines(chunks)) as lines:
+        async for raw, _ in lines:
+            if raw.strip():
+                yield raw
 
 
 async def _lines(chunks: AsyncIterator[bytes]) -> AsyncGenerator[tuple[bytes, int], None]:
@@ -232,8 +291,9 @@ async def run_batch(ctx: dict[str, Any], batch_id: str, seq: str = "0") -> None:
     if driver is None:
         settings = runtime.settings
         batches = BatchStore(runtime.redis, settings.job_ttl_s)
+        handoff = Handoff(runtime.routing, batch_apis(runtime.routing, runtime.adapters), batches)
         driver = ctx["batch_driver"] = BatchDriver(
-            batches, runtime.store, runtime.files, runtime.blobs, settings.batch_window
+            batches, runtime.store, runtime.files, runtime.blobs, settings.batch_window, handoff
         )
     try:
         next_s = await driver.tick(batch_id)

@@ -53,6 +53,11 @@ class Keys:
         return f"{cls.prefix}batch:{batch_id}:open"
 
     @classmethod
+    def batch_answers(cls, batch_id: str) -> str:
+        """The provider batch's result lines by line number, until each line's job is recorded."""
+        return f"{cls.prefix}batch:{batch_id}:answers"
+
+    @classmethod
     def tenant_batches(cls, tenant: str) -> str:
         return f"{cls.prefix}batches:{tenant}"
 

@@ -131,9 +131,25 @@ class ProviderConfig(_Config):
     batch_tpm: int | None = Field(
         default=None, ge=1, description="Tokens per minute batch lines may send (estimated before each call)."
     )
+    batch_api: bool = Field(
+        default=False,
+        description="The provider has its own batch API (OpenAI's protocol): batches of features with "
+        "provider_batch are handed to it.",
+    )
+    batch_price_factor: float = Field(
+        default=0.5, gt=0, le=1, description="Its batch API's price, as a share of the synchronous price."
+    )
+    batch_poll_s: float = Field(
+        default=60.0, ge=0.05, le=3600, description="How often a batch there is polled."
+    )
+    batch_max_lines: int = Field(
+        default=50_000, ge=1, description="Most lines one batch there may have; larger batches run here."
+    )
 
     @model_validator(mode="after")
     def _preset_known(self) -> ProviderConfig:
+        if self.batch_api and self.kind != "openai":
+            raise ValueError("batch_api: only the openai kind speaks OpenAI's batch protocol")
         if self.kind not in ("openai", "cohere"):  # the kinds whose vendors differ by preset
             return self
         if self.preset is not None and self.preset not in PRESETS:
@@ -192,6 +208,11 @@ class FeatureConfig(_Config):
         default=False,
         description="Media tasks: resubmit (retry, fall back) when a submit's outcome is unknown. "
         "It may pay twice.",
+    )
+    provider_batch: bool = Field(
+        default=False,
+        description="Batches of this chat feature go to the first target whose provider has batch_api "
+        "(cheaper, slower); lines it cannot answer run here.",
     )
     description: str = ""
 
@@ -341,6 +362,13 @@ def _check_feature(name: str, feature: FeatureConfig, providers: dict[str, Provi
         spec = providers[target.partition(":")[0]]
         if feature.type == "embed" and spec.kind == "openai" and not preset_for(spec.preset).embeddings:
             raise ValueError(f"features.{name}.route[{i}]: preset {spec.preset!r} has no embeddings endpoint")
+    if feature.provider_batch and (
+        feature.type != "chat"
+        or not any(providers[t.partition(":")[0]].batch_api for t in feature.flat_route())
+    ):
+        raise ValueError(
+            f"features.{name}.provider_batch: needs a chat feature with a target whose provider has batch_api"
+        )
     if feature.type == "embed" and len({t.partition(":")[2] for t in feature.flat_route()}) > 1:
         # Vectors from different models live in different spaces; a fallback would silently
         # corrupt the caller's index.
