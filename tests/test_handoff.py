@@ -84,7 +84,8 @@ async def sdk(service: Service) -> AsyncIterator[AsyncOpenAI]:
 @pytest.fixture(autouse=True)
 def clean_knobs(fakes: Fakes) -> Iterator[None]:
     yield
-    fakes.fail_create = fakes.fail_batches = False
+    fakes.fail_batches = False
+    fakes.create_faults, fakes.cancel_faults = [], []
     fakes.answer_limit = fakes.lines_per_poll = 1_000_000
 
 
@@ -155,7 +156,7 @@ async def test_answered_lines_come_back_at_the_batch_price_and_the_rest_run_here
 async def test_a_refused_handoff_runs_every_line_here(
     sdk: AsyncOpenAI, service: Service, fakes: Fakes
 ) -> None:
-    fakes.fail_create = True
+    fakes.create_faults = [400]
     created = fakes.created
     done = await settled(sdk, await submit(sdk, [f"q {i}" for i in range(5)]))
     assert done.status == "completed" and fakes.created == created
@@ -163,6 +164,15 @@ async def test_a_refused_handoff_runs_every_line_here(
     assert sorted(content(line) for line in output) == [f"answer to: q {i}" for i in range(5)]
     batch = await view(service, f"/v1/batches/{done.id}")
     assert batch["provider_batch"]["status"] is None  # never made there
+
+
+async def test_a_create_whose_answer_was_lost_makes_one_batch_there(sdk: AsyncOpenAI, fakes: Fakes) -> None:
+    fakes.create_faults = ["lost"]  # made there, but the answer was lost on the way back
+    created = fakes.created
+    done = await settled(sdk, await submit(sdk, [f"q {i}" for i in range(4)]))
+    assert done.status == "completed" and fakes.created == created + 1  # found, not made again
+    output = parsed((await sdk.files.content(done.output_file_id)).content)
+    assert sorted(content(line) for line in output) == [f"batch answer to: q {i}" for i in range(4)]
 
 
 async def test_a_provider_batch_that_failed_runs_every_line_here(sdk: AsyncOpenAI, fakes: Fakes) -> None:
@@ -177,6 +187,7 @@ async def test_cancel_reaches_the_provider_and_keeps_what_it_answered(
     sdk: AsyncOpenAI, service: Service, fakes: Fakes
 ) -> None:
     fakes.answer_limit = 3  # then the provider's batch stalls in progress
+    fakes.cancel_faults = [503]  # the first cancel there fails: it is sent again
     cancels = fakes.cancels
     batch_id = await submit(sdk, [f"q {i}" for i in range(8)])
     for _ in range(100):  # until the provider has answered its three
@@ -235,9 +246,13 @@ async def test_a_retried_tick_records_each_answered_line_once(redis: Redis, tmp_
         lines = {n: LineJob({"messages": [{"role": "user", "content": f"q{n}"}]}, {"custom_id": f"q{n}"})
                  for n in range(3)}  # fmt: skip
         stopped = store.new_id(now)  # a tick that mapped line 0, then stopped before recording its job
-        await batches.claim(batch, {0: stopped})
+        await batches.claim(batch, {0: (stopped, JobStatus.SUCCEEDED)})
         assert await driver._record_answered(batch, lines) == {0, 1, 2}
         assert await driver._record_answered(batch, lines) == {0, 1, 2}  # the tick again
+        twice = [driver._record_answered(batch, lines) for _ in range(2)]  # and delivered twice at once
+        assert await asyncio.gather(*twice) == [{0, 1, 2}] * 2
+    found = await batches.get(batch.id)
+    assert found is not None and (found.completed, found.failed) == (3, 0)  # each line counted once
     jobs = await batches.line_jobs(batch.id, 0, 3)
     assert jobs[0] == stopped and None not in jobs
     assert await store.statuses(jobs) == [JobStatus.SUCCEEDED] * 3  # type: ignore[arg-type]

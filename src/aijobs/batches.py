@@ -215,21 +215,34 @@ redis.call('EXPIRE', KEYS[3], ARGV[4])
 return 1
 """
 
-# KEYS: line map, open set. ARGV: ttl, pairs of (line number, job id)…
-# Maps each line not yet mapped, and opens its job; returns the job each line is mapped to.
+# KEYS: batch, line map, events channel. ARGV: ttl, triples of (line number, job id, counter)…
+# Maps each line not yet mapped and counts it (its outcome is known already); returns the job each
+# line is mapped to. A line mapped before keeps its job and is not counted again.
 _CLAIM = """
 local winners = {}
-for i = 2, #ARGV, 2 do
-  if redis.call('HSETNX', KEYS[1], ARGV[i], ARGV[i + 1]) == 1 then
-    redis.call('SADD', KEYS[2], ARGV[i + 1])
+local counted = 0
+for i = 2, #ARGV, 3 do
+  if redis.call('HSETNX', KEYS[2], ARGV[i], ARGV[i + 1]) == 1 then
+    redis.call('HINCRBY', KEYS[1], ARGV[i + 2], 1)
+    counted = counted + 1
     winners[#winners + 1] = ARGV[i + 1]
   else
-    winners[#winners + 1] = redis.call('HGET', KEYS[1], ARGV[i])
+    winners[#winners + 1] = redis.call('HGET', KEYS[2], ARGV[i])
   end
 end
-redis.call('EXPIRE', KEYS[1], ARGV[1])
 redis.call('EXPIRE', KEYS[2], ARGV[1])
+if counted > 0 then redis.call('PUBLISH', KEYS[3], 'batch.progress') end
 return winners
+"""
+
+# KEYS: batch. ARGV: the revision read, the new remote (JSON, with the next revision).
+_SET_REMOTE = """
+local current = redis.call('HGET', KEYS[1], 'remote')
+local rev = 0
+if current and current ~= '{}' then rev = cjson.decode(current)['rev'] or 0 end
+if rev ~= tonumber(ARGV[1]) then return 0 end
+redis.call('HSET', KEYS[1], 'remote', ARGV[2])
+return 1
 """
 
 # KEYS: batch. ARGV: the tick's sequence number.
@@ -252,6 +265,7 @@ class BatchStore:
         self._advance = ScriptBatcher(redis, redis.register_script(_ADVANCE))
         self._next_tick = ScriptBatcher(redis, redis.register_script(_NEXT_TICK))
         self._claim = redis.register_script(_CLAIM)
+        self._set_remote = ScriptBatcher(redis, redis.register_script(_SET_REMOTE))
 
     async def create(self, batch: Batch) -> None:
         keys = [Keys.batch(batch.id), Keys.tenant_batches(batch.tenant)]
@@ -351,14 +365,22 @@ class BatchStore:
         count: int = await self.redis.hlen(Keys.batch_lines(batch_id))  # type: ignore[misc]
         return count
 
-    async def claim(self, batch: Batch, jobs: dict[int, str]) -> list[str]:
-        """Map each line in ``jobs`` to its job and open it, unless the line has one already; the job
-        each line is mapped to, in order (a retried call finds the first call's jobs)."""
-        pairs = [item for number, job in jobs.items() for item in (number, job)]
-        keys = [Keys.batch_lines(batch.id), Keys.batch_open(batch.id)]
-        winners = await self._claim(keys=keys, args=[self.kept_s(batch), *pairs])
+    async def claim(self, batch: Batch, jobs: dict[int, tuple[str, JobStatus]]) -> list[str]:
+        """Map each line in ``jobs`` to its already finished job and count it, unless the line has a
+        job already; the job each line is mapped to, in order (a retried call finds the first's)."""
+        args: list[Any] = [self.kept_s(batch)]
+        for number, (job, status) in jobs.items():
+            args += [number, job, _COUNTERS[0] if status is JobStatus.SUCCEEDED else _COUNTERS[1]]
+        keys = [Keys.batch(batch.id), Keys.batch_lines(batch.id), Keys.events(batch.id)]
+        winners = await self._claim(keys=keys, args=args)
         return [job.decode() for job in winners]
 
-    async def set_remote(self, batch_id: str, remote: dict[str, Any]) -> None:
-        """Save what the driver knows of the batch's provider batch."""
-        await self.redis.hset(Keys.batch(batch_id), "remote", orjson.dumps(remote).decode())  # type: ignore[misc]
+    async def set_remote(self, batch_id: str, remote: dict[str, Any]) -> bool:
+        """Save what the driver knows of the batch's provider batch, if no other tick saved since it
+        was read (``remote["rev"]`` counts saves); ``False`` when one did (this tick should stop)."""
+        read = int(remote.get("rev", 0))
+        saved = {**remote, "rev": read + 1}
+        moved = await self._set_remote([Keys.batch(batch_id)], [read, orjson.dumps(saved)])
+        if moved:
+            remote["rev"] = read + 1
+        return bool(moved)

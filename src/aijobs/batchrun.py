@@ -13,6 +13,10 @@ next tick itself until the batch ends. Each tick:
    file holds each succeeded line, the error file each failed one and each line never started.
 
 Memory is one window of lines and one chunk of results, whatever the batch's size.
+
+A batch of a feature with ``provider_batch`` first goes to a provider's own batch API
+(:mod:`aijobs.handoff`); once that is over, the lines it answered are recorded as they are walked
+and the rest run here as above.
 """
 
 from __future__ import annotations
@@ -169,20 +173,25 @@ class BatchDriver:
         return len(taken)
 
     async def _record_answered(self, batch: Batch, lines: dict[int, LineJob]) -> set[int]:
-        """Record a finished job for each line the provider's batch answered; those lines. A line is
-        mapped to its job before the job is recorded, so a retried tick records none twice."""
+        """Record a finished job for each line the provider's batch answered; those lines.
+
+        A line is mapped to its job and counted in one step, then its job is written; a retried or
+        duplicated tick finds the mapped job and writes it only if it is missing (a job is written
+        once, ledger entry included), so no line is counted or billed twice."""
         if self.handoff is None:
             return set()
         results = await self.handoff.answers(batch, list(lines))
         if not results:
             return set()
         now = time.time()
-        fresh = {number: self.store.new_id(now) for number in results}
-        winners = dict(zip(fresh, await self.batches.claim(batch, fresh), strict=True))
-        statuses = await self.store.statuses(list(winners.values()))
-        for (number, job_id), status in zip(winners.items(), statuses, strict=True):
-            if status is None:  # new, or mapped by a tick that stopped before recording it
-                await self.store.record(*self.handoff.record(batch, job_id, lines[number], results[number]))
+        finished = {number: self.handoff.record(batch, self.store.new_id(now), lines[number], result)
+                    for number, result in results.items()}  # fmt: skip
+        claims = {number: (job.id, job.status) for number, (job, _) in finished.items()}
+        winners = await self.batches.claim(batch, claims)
+        for (number, (job, entry)), winner in zip(finished.items(), winners, strict=True):
+            if winner != job.id:  # mapped by an earlier tick, which may have stopped before writing it
+                job, entry = self.handoff.record(batch, winner, lines[number], results[number])
+            await self.store.record(job, entry)
         return set(results)
 
     async def _start(self, batch: Batch, number: int, line: LineJob, raw: bytes) -> str:
@@ -202,6 +211,8 @@ class BatchDriver:
         """End the batch as failed, with ``code`` in its errors."""
         errors = orjson.dumps([{"code": code, "message": message, "param": None, "line": None}])
         await self.batches.move(batch.id, BatchStatus.FAILED, ended_at=time.time(), errors=errors)
+        if self.handoff is not None:
+            await self.handoff.forget(batch)
 
     async def _finalize(self, batch: Batch, ending: BatchStatus | None = None) -> None:
         if ending is not None:
@@ -211,6 +222,8 @@ class BatchDriver:
             if moved is not None:  # another tick got there first
                 return
             batch.ending = ending.value
+        if self.handoff is not None:
+            await self.handoff.forget(batch)
         output = await self._write(batch, "output", self._results(batch, succeeded=True))
         errors = await self._write(batch, "errors", self._results(batch, succeeded=False))
         await self.batches.move(
@@ -221,26 +234,35 @@ class BatchDriver:
     async def _results(self, batch: Batch, *, succeeded: bool) -> AsyncIterator[bytes]:
         """The output file's lines (``succeeded``) or the error file's, in input order. Lines that never
         ran (the batch ended first) are in the error file too, read again from the input."""
-        fmt = self._format(batch)
         unrun = None
         if not succeeded and await self.batches.mapped(batch.id) < batch.total:
             record = await self.files.get(batch.input_file_id, batch.tenant)
-            unrun = _raw_lines(self.blobs.read(record.key)) if record is not None else None
-        code = f"batch_{batch.ending}"
-        message = f"the batch was {batch.ending} before this request ran"
+            if record is None:
+                log.error("batch %s: its input file is gone; lines it never ran are left out", batch.id)
+            else:
+                unrun = _raw_lines(self.blobs.read(record.key))
+        try:
+            async for line in self._result_lines(batch, succeeded, unrun):
+                yield line
+        finally:
+            if unrun is not None:
+                await unrun.aclose()
+
+    async def _result_lines(
+        self, batch: Batch, succeeded: bool, unrun: AsyncGenerator[bytes, None] | None
+    ) -> AsyncGenerator[bytes, None]:
+        fmt = self._format(batch)
+        code, message = f"batch_{batch.ending}", f"the batch was {batch.ending} before this request ran"
         for first in range(0, batch.total, RESULT_CHUNK):
             line_jobs = await self.batches.line_jobs(batch.id, first, min(RESULT_CHUNK, batch.total - first))
             ids = [job for job in line_jobs if job]
             # Statuses first: each file loads only its own records (outputs can be large).
             statuses = await self.store.statuses(ids)
-            ours = [
-                job
-                for job, status in zip(ids, statuses, strict=True)
-                if (status is JobStatus.SUCCEEDED) == succeeded
-            ]
+            ours = [job for job, status in zip(ids, statuses, strict=True)
+                    if (status is JobStatus.SUCCEEDED) == succeeded]  # fmt: skip
             records = {job.id: job for job in await self.store.get_many(ours)}
             for number, job_id in enumerate(line_jobs, first):
-                raw = await anext(unrun, b"") if unrun is not None else b""
+                raw = await anext(unrun, b"") if unrun is not None else b""  # in step with the numbers
                 if job_id is None and unrun is not None:
                     yield fmt.unrun(batch.id, number, raw, code, message)
                 elif job_id in records:

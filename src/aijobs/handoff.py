@@ -1,31 +1,42 @@
 """Handing a batch to a provider's own batch API, for chat features that opt in (``provider_batch``).
 
 The first target of the feature's route whose provider has ``batch_api`` takes the whole batch, if
-it fits (``batch_max_lines``). The driver (:mod:`aijobs.batchrun`) calls :meth:`Handoff.step` on each
-tick until the provider's batch has ended and its results are in; ``batch.remote["stage"]`` says
-where it is:
+it fits (``batch_max_lines``) and no line has run here yet. The driver (:mod:`aijobs.batchrun`) calls
+:meth:`Handoff.step` on each tick until the provider's batch has ended and its results are in. Each
+call does one stage and saves ``batch.remote`` (compare-and-set, so a stale tick cannot undo it)
+before the next stage starts:
 
 - ``upload``: the batch's lines become the provider's input file (line numbers as ``custom_id``);
-- ``create``: the provider batch made from that file is found (a retried tick may have made it
-  already: a batch is never made twice from one upload) or created;
+- ``create``: the provider batch made from that file is looked up first, so a create whose answer
+  was lost is never repeated into a second batch; a create the provider refuses (4xx) ends the
+  handoff;
 - ``wait``: polled every ``batch_poll_s``. When the batch here is cancelled or its window runs out,
-  the provider batch is cancelled too, and still waited for: what it answered is kept;
+  the provider batch is cancelled too (asked again until the provider answers), and still waited
+  for: what it answered is kept;
 - ``collect``: its output and error files are read into a hash of result lines by line number;
 - ``collected``: done here. The driver then walks the lines as usual: a line with a result becomes
   a finished job (with its ledger entry, priced at ``batch_price_factor`` of the usual price); a line
   without one, or with an error worth retrying, runs here like any batch line.
 
-A provider error before ``wait`` (an upload or create refused) ends the handoff with ``off``: every
-line then runs here. So does a provider batch that failed as a whole.
+``off`` means nothing was handed over (the upload failed or the create was refused): every line runs
+here. A stage whose calls keep failing, or a cancelled provider batch that never ends, is given up
+after ``GIVE_UP_POLLS`` polls' worth of time: the lines without a result then run here (or, when the
+batch is ending, are reported as never run).
+
+Memory: a handed-over batch is held whole while it is uploaded and while its results are read
+(at most ``batch_max_lines``, 50,000 lines).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
+
+import orjson
 
 from aijobs import ledger
 from aijobs.batches import Batch, BatchStore
@@ -45,6 +56,10 @@ log = logging.getLogger(__name__)
 
 #: Result lines written to Redis per round trip while collecting.
 COLLECT_CHUNK = 1000
+#: One stage's calls at most (well inside the batch lane's job timeout).
+STEP_TIMEOUT_S = 300.0
+#: Polls' worth of failing calls, or of waiting for a cancelled batch to end, before giving up on it.
+GIVE_UP_POLLS = 60
 
 
 @dataclass(slots=True)
@@ -62,6 +77,8 @@ class Handoff:
         feature = self.routing.features.get(batch.feature)
         if config is None or feature is None or not config.provider_batch or batch.type != "chat":
             return None
+        if batch.expanded or batch.remote:  # lines have run here, or it was handed over once already
+            return None
         for target in feature.targets:
             if target.provider in self.apis:
                 limit = self.routing.config.providers[target.provider].batch_max_lines
@@ -73,50 +90,71 @@ class Handoff:
         stage = batch.remote.get("stage")
         return stage not in ("collected", "off") and (stage is not None or self.target(batch) is not None)
 
+    def wants_lines(self, batch: Batch) -> bool:
+        return not batch.remote or batch.remote.get("stage") == "upload"
+
     async def step(self, batch: Batch, lines: list[tuple[int, LineJob]] | None, ending: bool) -> float:
-        """Advance the handoff; seconds until the driver should call again. ``lines`` (number, job
-        input) are the batch's lines, needed only in the ``upload`` stage (see :meth:`wants_lines`)."""
+        """Advance the handoff by one stage, saved before the next one starts; seconds until the driver
+        should call again. ``lines`` (number, job input) are needed only while :meth:`wants_lines`."""
         remote = batch.remote
         if not remote:
             target = self.target(batch)
             assert target is not None
             remote.update(stage="upload", provider=target.provider, model=target.model, handed_at=time.time())
-        api = self.apis[remote["provider"]]
-        try:
-            if remote["stage"] == "upload":
-                assert lines is not None
-                await self._upload(batch, api, lines)
-            if remote["stage"] == "create":
-                await self._create(batch, api)
-            if remote["stage"] == "wait":
-                await self._wait(batch, api, ending)
-            if remote["stage"] == "collect":
-                await self._collect(batch, api)
-        except ProviderError as exc:
-            if remote["stage"] in ("upload", "create"):  # nothing was handed over: run every line here
-                log.warning(
-                    "batch %s: %s refused the batch (%s); it runs here", batch.id, remote["provider"], exc
-                )
-                remote.update(stage="off", error=exc.code)
-            else:  # a poll or download that failed: the provider batch still exists, so ask again later
-                log.warning("batch %s: %s batch API: %s", batch.id, remote["provider"], exc)
-        await self.batches.set_remote(batch.id, remote)
-        return self._poll_s(remote) if remote["stage"] == "wait" else 0.05
+        stage, api = remote["stage"], self.apis.get(remote["provider"])
+        now = time.time()
+        if ending:
+            remote.setdefault("ending_since", now)
+        if api is None or now - remote.get("ending_since", now) > self._give_up_s(remote):
+            # Its provider lost batch_api, or it never ended after a cancel: keep what was collected.
+            log.error("batch %s: giving up on %s's batch %s", batch.id, remote["provider"], remote.get("id"))
+            remote.update(stage="collected", lost=True)
+        else:
+            try:
+                async with asyncio.timeout(STEP_TIMEOUT_S):
+                    await self._stages[stage](self, batch, api, lines, ending)
+                remote.pop("failing_since", None)
+            except (ProviderError, TimeoutError) as exc:
+                self._failed(batch, exc, now)
+        if not await self.batches.set_remote(batch.id, remote):
+            log.warning("batch %s: another tick moved its handoff on; this one stops", batch.id)
+        if remote["stage"] == stage or remote["stage"] == "wait":
+            return self._poll_s(remote)
+        return 0.05
 
-    def wants_lines(self, batch: Batch) -> bool:
-        return not batch.remote or batch.remote.get("stage") == "upload"
+    def _failed(self, batch: Batch, exc: Exception, now: float) -> None:
+        """A stage's call failed: an upload, or a create the provider refused, ends the handoff
+        (nothing was made there); otherwise the stage is tried again, for a while."""
+        remote = batch.remote
+        status = exc.status if isinstance(exc, ProviderError) else None
+        refused = status is not None and 400 <= status < 500 and status != 429
+        log.warning("batch %s: %s batch API, %s: %s", batch.id, remote["provider"], remote["stage"], exc)
+        if remote["stage"] == "upload" or (remote["stage"] == "create" and refused):
+            remote.update(stage="off", error=getattr(exc, "code", "provider_timeout"))
+            return
+        since = remote.setdefault("failing_since", now)
+        if now - since > self._give_up_s(remote):
+            # "create" with unknown outcomes all along: nothing was found there, so run the lines here.
+            remote.update(stage="off" if remote["stage"] == "create" else "collected", lost=True)
 
     def _poll_s(self, remote: dict[str, Any]) -> float:
         return self.routing.config.providers[remote["provider"]].batch_poll_s
 
-    async def _upload(self, batch: Batch, api: OpenAIBatches, lines: list[tuple[int, LineJob]]) -> None:
+    def _give_up_s(self, remote: dict[str, Any]) -> float:
+        return GIVE_UP_POLLS * self._poll_s(remote)
+
+    async def _upload(
+        self, batch: Batch, api: OpenAIBatches, lines: list[tuple[int, LineJob]] | None, ending: bool
+    ) -> None:
+        assert lines is not None
         model = batch.remote["model"]
         content = b"".join(
             api.request_line(number, model, ChatInput.model_validate(line.input)) for number, line in lines
         )
         batch.remote.update(input_file_id=await api.upload(content, model), stage="create")
 
-    async def _create(self, batch: Batch, api: OpenAIBatches) -> None:
+    async def _create(self, batch: Batch, api: OpenAIBatches, lines: Any, ending: bool) -> None:
+        """Make the provider batch, unless an earlier try did (its outcome unknown): never two."""
         remote, model = batch.remote, batch.remote["model"]
         made = await api.find(remote["input_file_id"], model)
         if made is None:
@@ -124,17 +162,21 @@ class Handoff:
         self._saw(remote, made)
         remote["stage"] = "wait"
 
-    async def _wait(self, batch: Batch, api: OpenAIBatches, ending: bool) -> None:
+    async def _wait(self, batch: Batch, api: OpenAIBatches, lines: Any, ending: bool) -> None:
         remote, model = batch.remote, batch.remote["model"]
         if ending and not remote.get("cancel_sent"):
+            try:
+                self._saw(remote, await api.cancel(remote["id"], model))
+            except ProviderError as exc:
+                if exc.status is None or exc.status >= 500 or exc.status == 429:
+                    raise  # asked again next tick
+                # Refused: it has ended there already; the poll below says how.
             remote["cancel_sent"] = True
-            self._saw(remote, await api.cancel(remote["id"], model))
-        else:
-            self._saw(remote, await api.get(remote["id"], model))
+        self._saw(remote, await api.get(remote["id"], model))
         if remote["status"] in ("completed", "expired", "cancelled", "failed"):
             remote.update(stage="collect", ended_at=time.time())
 
-    async def _collect(self, batch: Batch, api: OpenAIBatches) -> None:
+    async def _collect(self, batch: Batch, api: OpenAIBatches, lines: Any, ending: bool) -> None:
         """Both result files into the answers hash (a retried collect writes the same lines again)."""
         remote, model = batch.remote, batch.remote["model"]
         key = Keys.batch_answers(batch.id)
@@ -143,8 +185,11 @@ class Handoff:
                 continue
             pairs: dict[str, bytes] = {}
             for raw in (await api.download(file_id, model)).split(b"\n"):
-                if raw.strip():
-                    pairs[str(api.result(raw, model).number)] = raw
+                number = _number(raw)
+                if number is not None:
+                    pairs[str(number)] = raw
+                elif raw.strip():  # its line runs here
+                    log.warning("batch %s: an unreadable result line from %s", batch.id, remote["provider"])
                 if len(pairs) >= COLLECT_CHUNK:
                     await self.batches.redis.hset(key, mapping=pairs)  # type: ignore[misc]
                     pairs = {}
@@ -152,6 +197,10 @@ class Handoff:
                 await self.batches.redis.hset(key, mapping=pairs)  # type: ignore[misc]
         await self.batches.redis.expire(key, self.batches.kept_s(batch))
         remote["stage"] = "collected"
+
+    _stages: ClassVar[dict[str, Any]] = {
+        "upload": _upload, "create": _create, "wait": _wait, "collect": _collect,
+    }  # fmt: skip
 
     @staticmethod
     def _saw(remote: dict[str, Any], made: RemoteBatch) -> None:
@@ -216,6 +265,14 @@ class Handoff:
     async def forget(self, batch: Batch) -> None:
         """Drop the result lines once every line has its job."""
         await self.batches.redis.delete(Keys.batch_answers(batch.id))
+
+
+def _number(raw: bytes) -> int | None:
+    """A result line's line number (its ``custom_id``), or ``None`` when it has none."""
+    try:
+        return int(orjson.loads(raw)["custom_id"])
+    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+        return None
 
 
 def batch_apis(routing: Routing, adapters: Mapping[tuple[str, str], Adapter]) -> dict[str, OpenAIBatches]:

@@ -54,7 +54,7 @@ class Keys:
 
     @classmethod
     def batch_answers(cls, batch_id: str) -> str:
-        """The provider batch's result lines by line number, until each line's job is recorded."""
+        """The provider batch's result lines by line number, until the batch is finalized."""
         return f"{cls.prefix}batch:{batch_id}:answers"
 
     @classmethod

@@ -140,6 +140,7 @@ _RECORD = (
     EMIT_LUA
     + _LEDGER_LUA
     + """
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end  -- written already: once, ledger included
 local n = tonumber(ARGV[5])
 redis.call('HSET', KEYS[1], 'ledgered', '1', unpack(ARGV, 6, 5 + n))
 redis.call('EXPIRE', KEYS[1], ARGV[3])
@@ -291,7 +292,8 @@ class JobStore:
         """Write ``job``, finished in its caller's request, with its terminal event and ledger entry.
 
         One script: the record never exists without its ledger entry, and it is listed, followed
-        and delivered to webhooks like any job.
+        and delivered to webhooks like any job. A job already written is left as it is, so
+        writing it again (a retried batch tick) never counts it twice.
         """
         assert job.status in TERMINAL
         assert job.finished_at is not None

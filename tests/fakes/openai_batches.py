@@ -9,7 +9,8 @@
 A batch moves ``validating → in_progress → finalizing → completed`` as it is polled: each GET answers
 :attr:`Fakes.lines_per_poll` more lines. Each chat line is really answered: the reply names the last
 user message, with token counts from whitespace-split words. Faults, set by tests on the shared
-:class:`Fakes`: ``fail_create`` (a 500 on create), ``fail_batches`` (a batch fails validation), a
+:class:`Fakes`: ``create_faults`` and ``cancel_faults`` (statuses the next creates or cancels answer
+with; a ``"lost"`` create makes the batch but answers 500), ``fail_batches`` (a batch fails validation), a
 user message containing ``[[500]]`` (that line's answer is a 500, in the error file) or ``[[400]]``
 (a 400). Cancelled and expired batches keep the lines answered so far; the rest are error lines with
 ``batch_cancelled`` / ``batch_expired``.
@@ -67,7 +68,11 @@ class Fakes:
     lines_per_poll: int = 1_000_000
     #: A batch answers at most this many lines, then stays in progress (to cancel it part-way).
     answer_limit: int = 1_000_000
-    fail_create: bool = False
+    #: Statuses the next creates answer with (one each); "lost" makes the batch, then answers 500 (an
+    #: answer lost on the way back: the caller cannot know the batch exists).
+    create_faults: list[int | str] = field(default_factory=list)
+    #: Statuses the next cancels answer with, one each, before any cancels.
+    cancel_faults: list[int] = field(default_factory=list)
     fail_batches: bool = False
     files: dict[str, bytes] = field(default_factory=dict)
     batches: dict[str, RemoteBatch] = field(default_factory=dict)
@@ -114,8 +119,9 @@ class Fakes:
     async def create(self, request: Request) -> Response:
         if (denied := _auth(request)) is not None:
             return denied
-        if self.fail_create:
-            return _error(500, "the server had an error while processing your request")
+        fault = self.create_faults.pop(0) if self.create_faults else None
+        if isinstance(fault, int):
+            return _error(fault, "the server had an error while processing your request")
         body = orjson.loads(await request.body())
         content = self.files.get(body.get("input_file_id", ""))
         if content is None or body.get("completion_window") != "24h":
@@ -125,6 +131,8 @@ class Fakes:
                             body.get("metadata") or {}, lines)  # fmt: skip
         self.batches[batch.id] = batch
         self.created += 1
+        if fault == "lost":
+            return _error(500, "the server had an error while processing your request")
         return JSONResponse(batch.view())
 
     async def listing(self, request: Request) -> Response:
@@ -149,6 +157,8 @@ class Fakes:
         batch = self.batches.get(request.path_params["id"])
         if batch is None:
             return _error(404, "no such batch")
+        if self.cancel_faults:
+            return _error(self.cancel_faults.pop(0), "the server is overloaded")
         self.cancels += 1
         if batch.status in ("validating", "in_progress"):
             batch.status = "cancelling"

@@ -125,7 +125,8 @@ class OpenAIBatches:
             line = orjson.loads(raw)
             number = int(line["custom_id"])
         except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
-            raise self.chat._bad(model, "a batch result line has no readable custom_id", raw[:500]) from None
+            excerpt = raw[:500].decode("utf-8", "replace")
+            raise self.chat._bad(model, "a batch result line has no readable custom_id", excerpt) from None
         response = http.as_dict(line.get("response"))
         status = int(response.get("status_code") or 0)
         if status == 200:
@@ -135,7 +136,8 @@ class OpenAIBatches:
                 return LineResult(number, None, exc)
             return LineResult(number, answer, None)
         body = orjson.dumps(response.get("body") or {"error": line.get("error")})
-        return LineResult(number, None, http.error_for(status or 500, body, {}, self.context.name, model))
+        error = http.error_for(status or 500, body, {}, self.context.name, model, self.context.api_key)
+        return LineResult(number, None, error)
 
     async def _json(self, method: str, path: str, model: str, body: Any = None) -> Any:
         content = orjson.dumps(body) if body is not None else None

@@ -143,7 +143,10 @@ class ProviderConfig(_Config):
         default=60.0, ge=0.05, le=3600, description="How often a batch there is polled."
     )
     batch_max_lines: int = Field(
-        default=50_000, ge=1, description="Most lines one batch there may have; larger batches run here."
+        default=50_000,
+        ge=1,
+        le=50_000,
+        description="Most lines one batch there may have; larger batches run here.",
     )
 
     @model_validator(mode="after")
