@@ -139,24 +139,26 @@ class Fakes:
         if (denied := _auth(request)) is not None:
             return denied
         limit = int(request.query_params.get("limit", "20"))
-        newest = sorted(self.batches.values(), key=lambda b: b.id, reverse=True)[:limit]
+        newest = list(self.batches.values())[::-1][:limit]  # dicts keep the order they were made in
         return JSONResponse({"object": "list", "data": [b.view() for b in newest], "has_more": False})
 
-    async def get(self, request: Request) -> Response:
+    def _batch(self, request: Request) -> RemoteBatch | Response:
+        """The batch the path names, or the error answer."""
         if (denied := _auth(request)) is not None:
             return denied
-        batch = self.batches.get(request.path_params["id"])
-        if batch is None:
-            return _error(404, "no such batch")
+        return self.batches.get(request.path_params["id"]) or _error(404, "no such batch")
+
+    async def get(self, request: Request) -> Response:
+        batch = self._batch(request)
+        if isinstance(batch, Response):
+            return batch
         self._advance(batch)
         return JSONResponse(batch.view())
 
     async def cancel(self, request: Request) -> Response:
-        if (denied := _auth(request)) is not None:
-            return denied
-        batch = self.batches.get(request.path_params["id"])
-        if batch is None:
-            return _error(404, "no such batch")
+        batch = self._batch(request)
+        if isinstance(batch, Response):
+            return batch
         if self.cancel_faults:
             return _error(self.cancel_faults.pop(0), "the server is overloaded")
         self.cancels += 1
