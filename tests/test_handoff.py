@@ -245,6 +245,7 @@ async def test_a_retried_tick_records_each_answered_line_once(redis: Redis, tmp_
         await redis.hset(Keys.batch_answers(batch.id), mapping=results)  # type: ignore[misc]
         lines = {n: LineJob({"messages": [{"role": "user", "content": f"q{n}"}]}, {"custom_id": f"q{n}"})
                  for n in range(3)}  # fmt: skip
+        assert await Handoff(routing, {}, batches).answers(batch, [0]) == {}  # the provider lost batch_api
         stopped = store.new_id(now)  # a tick that mapped line 0, then stopped before recording its job
         await batches.claim(batch, {0: (stopped, JobStatus.SUCCEEDED)})
         assert await driver._record_answered(batch, lines) == {0, 1, 2}

@@ -23,7 +23,6 @@ and every move and every counted line wakes whoever follows the batch live.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -350,13 +349,7 @@ class BatchStore:
 
     async def line_jobs(self, batch_id: str, first: int, count: int) -> list[str | None]:
         """The job running each of lines ``first`` to ``first + count - 1`` (``None``: never started)."""
-        return await self.jobs_of(batch_id, range(first, first + count))
-
-    async def jobs_of(self, batch_id: str, numbers: Iterable[int]) -> list[str | None]:
-        """The job running each of the lines ``numbers`` (``None``: never started)."""
-        names = [str(n) for n in numbers]
-        if not names:
-            return []
+        names = [str(n) for n in range(first, first + count)]
         jobs = await self.redis.hmget(Keys.batch_lines(batch_id), names)  # type: ignore[misc]
         return [job.decode() if job is not None else None for job in jobs]
 

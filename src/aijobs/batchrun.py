@@ -110,13 +110,8 @@ class BatchDriver:
         if record is None:
             return []
         fmt = self._format(batch)
-        lines, number = [], 0
-        async with contextlib.aclosing(_lines(self.blobs.read(record.key))) as reading:
-            async for raw, _ in reading:
-                if raw.strip():
-                    lines.append((number, fmt.job(raw, number)))
-                    number += 1
-        return lines
+        async with contextlib.aclosing(_raw_lines(self.blobs.read(record.key))) as reading:
+            return [(number, fmt.job(raw, number)) async for number, raw in _numbered(reading)]
 
     def _ending(self, batch: Batch) -> BatchStatus | None:
         if batch.status is BatchStatus.CANCELLING:
@@ -284,6 +279,13 @@ async def _following(first: bytes, rest: AsyncIterator[bytes]) -> AsyncIterator[
     yield first
     async for line in rest:
         yield line
+
+
+async def _numbered(lines: AsyncIterator[bytes]) -> AsyncIterator[tuple[int, bytes]]:
+    number = 0
+    async for line in lines:
+        yield number, line
+        number += 1
 
 
 async def _raw_lines(chunks: AsyncIterator[bytes]) -> AsyncGenerator[bytes, None]:

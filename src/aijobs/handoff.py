@@ -36,8 +36,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-import orjson
-
 from aijobs import ledger
 from aijobs.batches import Batch, BatchStore
 from aijobs.batchlines import LineJob
@@ -47,9 +45,10 @@ from aijobs.keys import Keys
 from aijobs.ledger import Entry
 from aijobs.providers.base import Adapter
 from aijobs.providers.openai import OpenAIChat
-from aijobs.providers.openai_batch import LineResult, OpenAIBatches, RemoteBatch
+from aijobs.providers.openai_batch import LineResult, OpenAIBatches, RemoteBatch, line_number
 from aijobs.queue import BATCH_LANE
 from aijobs.routing.policy import Routing, Target
+from aijobs.routing.router import Attempt
 from aijobs.types.chat import ChatInput
 
 log = logging.getLogger(__name__)
@@ -185,7 +184,7 @@ class Handoff:
                 continue
             pairs: dict[str, bytes] = {}
             for raw in (await api.download(file_id, model)).split(b"\n"):
-                number = _number(raw)
+                number = line_number(raw)
                 if number is not None:
                     pairs[str(number)] = raw
                 elif raw.strip():  # its line runs here
@@ -212,9 +211,9 @@ class Handoff:
     async def answers(self, batch: Batch, numbers: list[int]) -> dict[int, LineResult]:
         """The provider's result for each of ``numbers`` that has one worth keeping: an answer, or an
         error that would fail here too. Lines left out run here."""
-        if batch.remote.get("stage") != "collected" or not numbers:
-            return {}
-        api, model = self.apis[batch.remote["provider"]], batch.remote["model"]
+        api, model = self.apis.get(batch.remote.get("provider", "")), batch.remote.get("model", "")
+        if batch.remote.get("stage") != "collected" or api is None or not numbers:
+            return {}  # a provider that lost batch_api since cannot read its results
         raws = await self.batches.redis.hmget(Keys.batch_answers(batch.id), [str(n) for n in numbers])  # type: ignore[misc]
         found = {}
         for number, raw in zip(numbers, raws, strict=True):
@@ -234,11 +233,8 @@ class Handoff:
             job_id, batch.tenant, batch.type, batch.feature, BATCH_LANE, JobStatus.SUCCEEDED, started,
             line.input, {"batch_id": batch.id, **line.metadata}, started_at=started, finished_at=ended,
         )  # fmt: skip
-        attempt: dict[str, Any] = {
-            "provider": provider, "model": model, "started_at": started,
-            "latency_ms": round((ended - started) * 1000, 3), "outcome": "ok", "error_code": None,
-            "retry_after_s": None, "ttft_ms": None, "provider_batch": remote["id"],
-        }  # fmt: skip
+        attempt = Attempt(provider, model, started, (ended - started) * 1000).to_dict()
+        attempt["provider_batch"] = remote["id"]
         job.attempts = [attempt]
         job.route = {"provider": provider, "model": model, "provider_batch": remote["id"],
                      "fallback_path": ledger.fallback_path(job.attempts)}  # fmt: skip
@@ -265,14 +261,6 @@ class Handoff:
     async def forget(self, batch: Batch) -> None:
         """Drop the result lines once every line has its job."""
         await self.batches.redis.delete(Keys.batch_answers(batch.id))
-
-
-def _number(raw: bytes) -> int | None:
-    """A result line's line number (its ``custom_id``), or ``None`` when it has none."""
-    try:
-        return int(orjson.loads(raw)["custom_id"])
-    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
-        return None
 
 
 def batch_apis(routing: Routing, adapters: Mapping[tuple[str, str], Adapter]) -> dict[str, OpenAIBatches]:

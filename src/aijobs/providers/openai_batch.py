@@ -121,12 +121,11 @@ class OpenAIBatches:
 
     def result(self, raw: bytes, model: str, request: ChatInput | None = None) -> LineResult:
         """Read one line of the output or error file."""
-        try:
-            line = orjson.loads(raw)
-            number = int(line["custom_id"])
-        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+        number = line_number(raw)
+        if number is None:
             excerpt = raw[:500].decode("utf-8", "replace")
-            raise self.chat._bad(model, "a batch result line has no readable custom_id", excerpt) from None
+            raise self.chat._bad(model, "a batch result line has no readable custom_id", excerpt)
+        line = orjson.loads(raw)
         response = http.as_dict(line.get("response"))
         status = int(response.get("status_code") or 0)
         if status == 200:
@@ -166,6 +165,14 @@ class OpenAIBatches:
                 f"{self.context.name} {model}: the batch API answered with a body that is not JSON",
                 provider=self.context.name, model=model, status=answer.status_code,
             ) from None  # fmt: skip
+
+
+def line_number(raw: bytes) -> int | None:
+    """The line number a result line answers (its ``custom_id``), or ``None`` when it has none."""
+    try:
+        return int(orjson.loads(raw)["custom_id"])
+    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+        return None
 
 
 #: Token counts come from the answer's usage block; a line without one is estimated from its answer only.
