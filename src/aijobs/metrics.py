@@ -19,6 +19,7 @@ from aijobs.keys import Keys
 from aijobs.ledger import day_of, parse_cell_field
 from aijobs.queue import queue_name
 from aijobs.queue.lanes import INFLIGHT_SUFFIX
+from aijobs.queue.leases import COUNTS_SUFFIX
 from aijobs.routing.breakers import Breakers
 from aijobs.routing.policy import Routing
 
@@ -31,6 +32,16 @@ _COUNTERS = {
     "retries": ("aijobs_retries_total", "Retries of a target within a job."),
     "fallbacks": ("aijobs_fallbacks_total", "Moves to a job's next target."),
     "cost_unknown": ("aijobs_cost_unknown_jobs_total", "Jobs whose target has no known price."),
+}
+#: The counters :mod:`aijobs.queue.leases` keeps per lane.
+_LEASE_COUNTERS = {
+    "renewed": ("aijobs_lease_renewals_total", "Leases of running jobs renewed by their live workers."),
+    "redelivered": (
+        "aijobs_lease_redeliveries_total",
+        "Jobs delivered again because their worker stopped renewing the lease (died or stalled).",
+    ),
+    "lost": ("aijobs_lease_lost_total", "Runs stopped because their lease had passed to another worker."),
+    "handed_back": ("aijobs_jobs_handed_back_total", "Unfinished jobs a stopping worker handed back."),
 }
 Labels = tuple[tuple[str, str], ...]
 Series = dict[tuple[str, Labels], float]
@@ -86,6 +97,7 @@ async def render(redis: Redis, routing: Routing, breakers: Breakers) -> str:
         for lane in lanes:
             pipe.zcount(queue_name(lane), "-inf", int(now * 1000))
             pipe.hgetall(inflight_key(lane))
+            pipe.hgetall(queue_name(lane) + COUNTS_SUFFIX)
         rows = await pipe.execute()
     families = _Families()
     _jobs(families, rows[0])
@@ -93,7 +105,7 @@ async def render(redis: Redis, routing: Routing, breakers: Breakers) -> str:
         labels = {"feature": feature.decode()}
         families.add("aijobs_budget_spent_usd", "gauge", "Estimated spend today (UTC).", labels, float(spent))
     for i, lane in enumerate(lanes):
-        waiting, reports = rows[2 + 2 * i], rows[3 + 2 * i]
+        waiting, reports, leases = rows[2 + 3 * i : 5 + 3 * i]
         families.add(
             "aijobs_queue_depth", "gauge", "Jobs due and waiting for a worker.", {"lane": lane}, waiting
         )
@@ -104,6 +116,7 @@ async def render(redis: Redis, routing: Routing, breakers: Breakers) -> str:
             {"lane": lane},
             _inflight(reports, now),
         )
+        _leases(families, lane, leases)
     for target in await breakers.status():
         labels = {"provider": target["provider"], "model": target["model"]}
         help_text = "Breaker state: 0 closed, 1 half-open, 2 cooldown (429), 3 open."
@@ -116,6 +129,11 @@ async def render(redis: Redis, routing: Routing, breakers: Breakers) -> str:
             target["window_calls"],
         )
     return families.render()
+
+
+def _leases(families: _Families, lane: str, counts: dict[bytes, bytes]) -> None:
+    for counter, (name, help_text) in _LEASE_COUNTERS.items():
+        families.add(name, "counter", help_text, {"lane": lane}, float(counts.get(counter.encode(), 0)))
 
 
 def _inflight(reports: dict[bytes, bytes], now: float) -> float:

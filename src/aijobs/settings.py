@@ -71,6 +71,11 @@ class Settings(BaseSettings):
     max_batch_line_bytes: int = Field(
         default=1024 * 1024, ge=1024, description="One request line of a batch input file, at most."
     )
+    shutdown_grace_s: float = Field(
+        default=25.0, ge=0, le=3600,
+        description="How long a stopping worker lets running jobs finish (at most a lane's job_timeout_s) "
+        "before it hands the rest back; keep it under the container's stop timeout.",
+    )  # fmt: skip
     outbound_allow: str = Field(
         default="", description="Hosts and CIDRs the outbound URL guard lets through (comma-separated)."
     )

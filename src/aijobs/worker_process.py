@@ -90,7 +90,7 @@ async def serve(settings: Settings, routing: Routing, lanes: list[WorkerLane], e
     running = [t for w in workers for t in w.tasks.values() if not t.done()]
     if running:
         log.info("finishing %d running jobs", len(running))
-        await asyncio.wait(running, timeout=shutdown_grace_s(routing, lanes))
+        await asyncio.wait(running, timeout=shutdown_grace_s(settings, routing, lanes))
     for w in workers:
         with contextlib.suppress(asyncio.CancelledError):
             await w.close()
@@ -145,9 +145,10 @@ def arq_settings(lane: WorkerLane) -> dict[str, Any]:
     return {**options, "on_startup": startup, "on_shutdown": shutdown}
 
 
-def shutdown_grace_s(routing: Routing, lanes: list[WorkerLane]) -> float:
-    """How long a stopping worker waits for running jobs: at most 25 s (container stop timeouts)."""
-    return min(25.0, max(routing.config.lane(lane).job_timeout_s for lane in lanes))
+def shutdown_grace_s(settings: Settings, routing: Routing, lanes: list[WorkerLane]) -> float:
+    """How long a stopping worker waits for running jobs: ``shutdown_grace_s`` (default 25 s, under
+    container stop timeouts), and no longer than its lanes' longest job timeout."""
+    return min(settings.shutdown_grace_s, max(routing.config.lane(lane).job_timeout_s for lane in lanes))
 
 
 async def _sweep(runtime: Runtime, lanes: list[LaneName], stop: asyncio.Event) -> None:

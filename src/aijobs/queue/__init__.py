@@ -190,4 +190,4 @@ def lane_worker(
 ) -> LaneWorker:
     """A worker for one lane; signals are the caller's to handle. See :class:`LaneWorker` for ``yield_to``."""
     options = lane_worker_options(lane, config, functions, redis_url)
-    return LaneWorker(**options, ctx=ctx, handle_signals=False, yield_to=yield_to)
+    return LaneWorker(**options, lease_s=config.lease_s, ctx=ctx, handle_signals=False, yield_to=yield_to)

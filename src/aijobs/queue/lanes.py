@@ -7,12 +7,15 @@ here, that capped one worker near 500 simulator jobs/s and took 11.6 s to start 
 This subclass keeps arq's data model (queue sorted set, ``arq:job:*`` payloads, ``arq:in-progress:*``
 locks, ``arq:retry:*`` counters) and replaces only the start path:
 
-- one Lua script claims up to the free slots: for each due job it takes the in-progress lock,
-  counts the try, reads the payload, and moves the job's score to ``now + lock`` so later polls skip
-  it (a visibility timeout). If the worker dies, the score comes due as the lock expires, and any
-  worker (ours or stock arq) delivers the job again, which is arq's own redelivery timing;
-- the task function runs directly under the job timeout;
-- finished jobs' arq keys are removed in one batched pipeline per event-loop turn;
+- one Lua script claims up to the free slots: for each due job it takes the in-progress lock as a
+  lease (:mod:`aijobs.queue.leases`), counts the try, reads the payload, and moves the job's score
+  to the lease's end so later polls skip it (a visibility timeout). The worker renews all its
+  leases in one call every third of ``lease_s``; if it dies, its jobs come due within ``lease_s``
+  and any worker (ours or stock arq) delivers them again. A run whose lease another worker took
+  (its worker stalled past the lease) is cancelled, so it stops calling upstream;
+- the task function runs directly under the job timeout, its own time limit;
+- finished jobs' arq keys are removed in one batched script per event-loop turn;
+- a stopping worker hands back every job it still holds, due at once, in one call;
 - a task raising arq's ``Retry(defer=...)`` (a job-level requeue) has its job moved to ``now + defer``
   with the delivery uncounted: a requeue is a decision, not a crash;
 - a background lane (webhooks) can be told to ``yield_to`` busy lanes in the same process: while
@@ -33,10 +36,10 @@ from typing import Any
 
 import orjson
 from arq import Worker
-from arq.constants import in_progress_key_prefix, job_key_prefix, retry_key_prefix
-from arq.utils import timestamp_ms
 from arq.worker import Retry
 from redis.exceptions import RedisError
+
+from aijobs.queue.leases import Leases
 
 log = logging.getLogger(__name__)
 
@@ -46,50 +49,48 @@ INFLIGHT_SUFFIX = ":inflight"
 INFLIGHT_REPORT_S = 1.0
 #: A lane that started a job this recently counts as busy (for lanes yielding to it).
 BUSY_WINDOW_S = 0.1
-
-# KEYS: queue   ARGV: now_ms, lock_ms, max claims
-_CLAIM = """
-local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, ARGV[3])
-local claimed = {}
-local until_ms = tonumber(ARGV[1]) + tonumber(ARGV[2])
-for _, id in ipairs(due) do
-  if redis.call('SET', 'arq:in-progress:' .. id, '1', 'PX', ARGV[2], 'NX') then
-    local score = redis.call('ZSCORE', KEYS[1], id)
-    redis.call('ZADD', KEYS[1], 'XX', until_ms, id)
-    local try = redis.call('INCR', 'arq:retry:' .. id)
-    redis.call('EXPIRE', 'arq:retry:' .. id, 88400)
-    claimed[#claimed + 1] = id
-    claimed[#claimed + 1] = score
-    claimed[#claimed + 1] = try
-    claimed[#claimed + 1] = redis.call('GET', 'arq:job:' .. id) or ''
-  end
-end
-return claimed
-"""
+#: How long a claimed job stays its worker's without a renewal (renewed every third of it).
+DEFAULT_LEASE_S = 10.0
 
 
 class LaneWorker(Worker):
-    """An arq Worker whose start path claims jobs in batches (see the module docstring)."""
+    """An arq Worker whose start path claims jobs in batches, under leases (see the module docstring)."""
 
     def __init__(
         self,
         *args: Any,
+        lease_s: float = DEFAULT_LEASE_S,
         yield_to: Callable[[], bool] | None = None,
         yielding_max_jobs: int = 8,
         **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
+        self.lease_s = lease_s
+        self._leases: Leases | None = None
         self._yield_to = yield_to
         self._yielding_max_jobs = yielding_max_jobs
         self._claimed_at = 0.0
-        self._claim_script: Any = None
         self._settle_ids: list[str] = []
         self._settling: asyncio.Task[None] | None = None
+        #: Jobs claimed and not yet settled or released: what a stopping worker hands back.
+        self._held: set[str] = set()
+        #: Jobs whose lease another worker took: their runs are stopped, and release nothing.
+        self._lost: set[str] = set()
+        self._closing = False
         self._worker_id = uuid.uuid4().hex[:12]
         self._reported_at = 0.0
+        self._renewed_at = time.monotonic()
+
+    @property
+    def leases(self) -> Leases:
+        if self._leases is None:  # the pool exists only once the worker runs
+            self._leases = Leases(self.pool, self.queue_name, self.lease_s)
+        return self._leases
 
     async def _poll_iteration(self) -> None:
         try:
+            if time.monotonic() - self._renewed_at >= self.leases.renew_s:
+                await self._renew()
             free = self.max_jobs - self.job_counter
             if self._yield_to is not None and self._yield_to():
                 free = min(free, self._yielding_max_jobs - self.job_counter)
@@ -104,21 +105,29 @@ class LaneWorker(Worker):
             await asyncio.sleep(POLL_BACKOFF_S)
 
     async def _claim(self, free: int) -> None:
-        if self._claim_script is None:
-            self._claim_script = self.pool.register_script(_CLAIM)
-        now_ms = timestamp_ms()  # arq's clock (it rounds); a floor here would skip jobs enqueued this ms
-        lock_ms = int(self.in_progress_timeout_s * 1000)
-        reply = await self._claim_script(keys=[self.queue_name], args=[now_ms, lock_ms, free])
-        if reply:
+        claimed = await self.leases.claim(free)
+        if claimed:
             self._claimed_at = time.monotonic()
-        for i in range(0, len(reply), 4):
-            job_id = reply[i].decode()
+        for job in claimed:
             self.job_counter += 1
-            task = self.loop.create_task(
-                self._run(job_id, int(float(reply[i + 1])), int(reply[i + 2]), reply[i + 3])
-            )
-            task.add_done_callback(functools.partial(self._job_done, job_id))
-            self.tasks[job_id] = task
+            self._held.add(job.job_id)
+            task = self.loop.create_task(self._run(job.job_id, job.score, job.job_try, job.payload))
+            task.add_done_callback(functools.partial(self._job_done, job.job_id))
+            self.tasks[job.job_id] = task
+
+    async def _renew(self) -> None:
+        """Renew every running job's lease in one call; stop the runs of jobs another worker took."""
+        started = time.monotonic()
+        lost = await self.leases.renew([job_id for job_id in self.tasks if job_id in self._held])
+        self._renewed_at = started
+        for job_id in lost:
+            task = self.tasks.get(job_id)
+            if task is None or task.done():
+                continue
+            log.warning("job %s: its lease passed to another worker; stopping this run", job_id)
+            self._lost.add(job_id)
+            self._held.discard(job_id)
+            task.cancel()
 
     def busy(self) -> bool:
         """Whether this lane started a job within the last :data:`BUSY_WINDOW_S`."""
@@ -136,6 +145,7 @@ class LaneWorker(Worker):
         # Done tasks leave here, not in a scan of every task on each poll (O(in flight) per poll).
         self.job_counter -= 1
         self.tasks.pop(job_id, None)
+        self._lost.discard(job_id)
         if not task.cancelled() and task.exception() is not None:
             log.error("job %s: the task failed", job_id, exc_info=task.exception())
 
@@ -160,9 +170,11 @@ class LaneWorker(Worker):
             await self._release(job_id, delay_ms=retry.defer_score or 0, uncount=True)
             return
         except asyncio.CancelledError:
-            # Shutting down mid-job: make it visible again at once rather than after the lock expires.
-            await asyncio.shield(self._release(job_id))
+            if job_id in self._lost:
+                return  # another worker runs it now: nothing here is ours to release
             self.jobs_retried += 1
+            if not self._closing:  # a stopping worker hands back all its jobs in one call
+                await asyncio.shield(self._release(job_id))
             raise
         except Exception:
             # The task could not finish its job (Redis failed under it, a bug, the job timeout): hand
@@ -176,6 +188,7 @@ class LaneWorker(Worker):
 
     def _settle(self, job_id: str) -> None:
         """Remove a finished job's arq keys, batched with every other job finishing this loop turn."""
+        self._held.discard(job_id)
         self._settle_ids.append(job_id)
         if self._settling is None or self._settling.done():
             self._settling = self.loop.create_task(self._flush())
@@ -184,26 +197,37 @@ class LaneWorker(Worker):
         await asyncio.sleep(0)  # let the jobs finishing in this loop turn join the batch
         while self._settle_ids:
             ids, self._settle_ids = self._settle_ids, []
-            keys = [p + i for i in ids for p in (in_progress_key_prefix, retry_key_prefix, job_key_prefix)]
             try:
-                async with self.pool.pipeline(transaction=False) as pipe:
-                    pipe.zrem(self.queue_name, *ids)
-                    pipe.delete(*keys)
-                    await pipe.execute()
+                await self.leases.settle(ids)
             except (RedisError, OSError) as exc:
                 # Harmless: those jobs are finished, so their redelivery finds a terminal record.
                 log.warning("clearing %d finished jobs from %s failed: %s", len(ids), self.queue_name, exc)
 
     async def _release(self, job_id: str, delay_ms: int = 0, uncount: bool = False) -> None:
         with contextlib.suppress(Exception):
-            async with self.pool.pipeline(transaction=False) as pipe:
-                pipe.zadd(self.queue_name, {job_id: timestamp_ms() + delay_ms}, xx=True)
-                pipe.delete(in_progress_key_prefix + job_id)
-                if uncount:
-                    pipe.decr(retry_key_prefix + job_id)
-                await pipe.execute()
+            await self.leases.release([job_id], delay_ms, uncount=uncount)
+            self._held.discard(job_id)
+
+    async def hand_back(self) -> int:
+        """Stop every running job and make each one still held due again now, in one call.
+
+        A stopping worker calls this last: whatever its cancelled runs managed to release, every job
+        it still holds is due the moment it exits (a release already done is not done twice).
+        """
+        self._closing = True
+        running = [task for task in self.tasks.values() if not task.done()]
+        for task in running:
+            task.cancel()
+        await asyncio.gather(*running, return_exceptions=True)
+        held, self._held = sorted(self._held), set()
+        count = await self.leases.release(held, counter="handed_back") if held else 0
+        if running:
+            log.info("%s: handed back %d unfinished jobs", self.queue_name, len(running))
+        return count
 
     async def close(self) -> None:
+        with contextlib.suppress(Exception):
+            await self.hand_back()
         with contextlib.suppress(Exception):
             await self.pool.hdel(self.queue_name + INFLIGHT_SUFFIX, self._worker_id)  # type: ignore[misc]
         if self._settling is not None:

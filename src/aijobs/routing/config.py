@@ -52,6 +52,11 @@ class LaneConfig(_Config):
     max_jobs: int = Field(default=1000, ge=1, le=100_000)
     poll_delay_s: float = Field(default=0.05, gt=0, le=5)
     job_timeout_s: float = Field(default=300, gt=0, le=24 * 3600)
+    lease_s: float = Field(
+        default=10, ge=1, le=300,
+        description="How long a claimed job stays its worker's without a renewal (renewed every third of "
+        "it): a dead worker's jobs run again within this, whatever their job_timeout_s.",
+    )  # fmt: skip
     cpu_nice: int = Field(
         default=0, ge=0, le=19,
         description="How much a worker serving only this lane lowers its CPU priority (Unix nice), so that "
