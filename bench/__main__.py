@@ -14,6 +14,8 @@
     and the worker's peak RSS for a small and a large batch (see bench/batch.py).
 (i) interactive chat latency, idle and while a batch runs on its own batch-lane worker: the p99
     ratio (see bench/fairness.py).
+(j) crash recovery: a SIGKILLed worker's job running again on the other worker, p50/p99 over 20
+    kills with the shipped lane settings (see bench/recovery.py).
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ from redis.asyncio import Redis
 
 from aijobs.apikeys import ApiKeys
 from aijobs.embedded_redis import free_port
-from bench import arq_noop, batch, chat_api, fairness, harness, pipeline, submit, webhooks
+from bench import arq_noop, batch, chat_api, fairness, harness, pipeline, recovery, submit, webhooks
 
 RESULTS = Path(__file__).with_name("results")
 
@@ -264,6 +266,13 @@ def measure_fairness(redis_url: str, data_dir: Path, lines: int, probes: int) ->
         return fairness.run(url, key, lines, probes)
 
 
+def measure_recovery(redis_url: str, data_dir: Path, kills: int) -> dict[str, Any]:
+    """(j): the API and two interactive-lane workers; each round kills the worker holding a job."""
+    key = asyncio.run(dev_key(redis_url))
+    with harness.api(redis_url, data_dir) as (url, env, _):
+        return asyncio.run(recovery.run(url, key, redis_url, env, kills))
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m bench")
     parser.add_argument("--quick", action="store_true", help="smaller runs, for a smoke test")
@@ -282,6 +291,7 @@ def main() -> int:
         "openai": lambda url, d: measure_openai(url, d, int(5000 * scale)),
         "batch": lambda url, d: measure_batch(url, d, [int(10_000 * scale), int(100_000 * scale)]),
         "fairness": lambda url, d: measure_fairness(url, d, int(20_000 * scale), int(500 * scale)),
+        "recovery": lambda url, d: measure_recovery(url, d, max(4, int(20 * scale))),
     }
     if args.only:
         phases = {name: phases[name] for name in args.only.split(",")}
@@ -409,6 +419,14 @@ def report(results: dict[str, Any]) -> None:
                 f"{fair['batch']['lines']}-line batch p50 {row['during_batch']['p50_ms']} / p99 "
                 f"{row['during_batch']['p99_ms']} ms: p99 x{row['p99_ratio']}"
             )
+    if "recovery" in results:
+        rec = results["recovery"]
+        print(f"(j) crash recovery: {rec['kills']} SIGKILLs of the worker holding a job, shipped settings")
+        print(
+            f"    running again after p50 {rec['recovered_p50_s']} s, p99 {rec['recovered_p99_s']} s, max "
+            f"{rec['recovered_max_s']} s (target p50 <= 15, p99 <= 30); {rec['succeeded']} of "
+            f"{rec['kills']} jobs succeeded"
+        )
     print(f"\nresults written to {RESULTS}/latest.json")
 
 
