@@ -14,6 +14,13 @@ budget, an invalid job) never reach here.
 Each process keeps a snapshot of every target's state, refreshed at most every ``refresh_s``, so the
 common path (closed) costs no round trip. Healthy calls are counted in one batched write every
 ``FLUSH_S``; a failure is counted at once, and its script returns the target's fresh state.
+
+Successes and failures are counted alike: a failure's script (and a probe's, and a 429's) also
+carries the healthy calls of that target this process has not flushed yet, adds them to their own
+buckets, and only then counts the call and judges, all in one atomic step on one window (the same
+six buckets ``status`` shows). So a decision never misses a success its process saw before the
+failure, whatever the batching; only another process's last ``FLUSH_S`` of healthy calls can be
+still on its way. A probe's success forgets the window by clearing its counts (latencies stay).
 """
 
 from __future__ import annotations
@@ -45,39 +52,46 @@ FAILURES = frozenset(
     }
 )  # fmt: skip
 
-# KEYS: state, window buckets (current first)   ARGV: now_ms, failed, lat field, min calls, ratio,
-# cooldown_ms, retry_after_ms, probe, bucket ttl_s, bucket ids (aligned with KEYS[2..])
+# KEYS: state, the window's buckets (current first), then any other bucket with carried counts.
+# ARGV: now_ms, failed, lat field, min calls, ratio, cooldown_ms, retry_after_ms, probe, bucket
+# ttl_s, window size, then per bucket key (aligned with KEYS[2..]) the carried healthy calls: a
+# number n, then n (field, count) pairs.
 _RECORD = """
 local now = tonumber(ARGV[1])
-local nb = #KEYS - 1
-redis.call('HINCRBY', KEYS[2], 'calls', 1)
-if ARGV[2] == '1' then redis.call('HINCRBY', KEYS[2], 'fails', 1) end
-redis.call('HINCRBY', KEYS[2], ARGV[3], 1)
-redis.call('EXPIRE', KEYS[2], ARGV[9])
+local nw = tonumber(ARGV[10])
+local at = 11
+for k = 2, #KEYS do
+  local n = tonumber(ARGV[at])
+  for j = 1, n do redis.call('HINCRBY', KEYS[k], ARGV[at + 2 * j - 1], ARGV[at + 2 * j]) end
+  if n > 0 then redis.call('EXPIRE', KEYS[k], ARGV[9]) end
+  at = at + 1 + 2 * n
+end
 local state = redis.call('HGET', KEYS[1], 'state') or 'closed'
 local until_ms = tonumber(redis.call('HGET', KEYS[1], 'until') or '0')
 local function open()
   state, until_ms = 'open', now + tonumber(ARGV[6])
   redis.call('HINCRBY', KEYS[1], 'opened', 1)
 end
+if ARGV[8] == '1' and ARGV[2] ~= '1' then  -- the probe worked: forget the window, then count it
+  for k = 2, 1 + nw do redis.call('HDEL', KEYS[k], 'calls', 'fails') end
+  redis.call('HDEL', KEYS[1], 'reset')
+end
+redis.call('HINCRBY', KEYS[2], 'calls', 1)
+if ARGV[2] == '1' then redis.call('HINCRBY', KEYS[2], 'fails', 1) end
+redis.call('HINCRBY', KEYS[2], ARGV[3], 1)
+redis.call('EXPIRE', KEYS[2], ARGV[9])
 if ARGV[8] == '1' then
   redis.call('HDEL', KEYS[1], 'probe_until')
-  if ARGV[2] == '1' then open() else
-    state, until_ms = 'closed', 0
-    redis.call('HSET', KEYS[1], 'reset', ARGV[10])
-  end
+  if ARGV[2] == '1' then open() else state, until_ms = 'closed', 0 end
 elseif tonumber(ARGV[7]) > 0 then
   if not (state == 'open' and until_ms > now) then
     state, until_ms = 'cooldown', math.max(until_ms, now + tonumber(ARGV[7]))
   end
 elseif ARGV[2] == '1' and state ~= 'open' then
-  local reset = tonumber(redis.call('HGET', KEYS[1], 'reset') or '0')
   local calls, fails = 0, 0
-  for i = 1, nb do
-    if tonumber(ARGV[9 + i]) >= reset then
-      local c, f = unpack(redis.call('HMGET', KEYS[i + 1], 'calls', 'fails'))
-      calls, fails = calls + tonumber(c or '0'), fails + tonumber(f or '0')
-    end
+  for k = 2, 1 + nw do
+    local c, f = unpack(redis.call('HMGET', KEYS[k], 'calls', 'fails'))
+    calls, fails = calls + tonumber(c or '0'), fails + tonumber(f or '0')
   end
   if calls >= tonumber(ARGV[4]) and fails / calls >= tonumber(ARGV[5]) then open() end
 end
@@ -118,22 +132,28 @@ class Breakers:
         self.config = config
         self.targets = sorted(set(targets), key=str)  # a set: callers may pass repeats
         self._bucket_s = config.window_s / BUCKETS
+        self._ttl_s = int(config.window_s + self._bucket_s)  # a bucket lives as long as its window
         self._record = ScriptBatcher(redis, redis.register_script(_RECORD))
         self._allow = redis.register_script(_ALLOW)
         self._snapshot: dict[Target, Snapshot] = {}
         self._refreshed_at = float("-inf")
         self._refreshing: asyncio.Task[None] | None = None
         self._probes: set[Target] = set()
-        self._unflushed: dict[str, dict[str, int]] = {}
+        #: Healthy calls not written yet: target -> bucket id -> field -> count.
+        self._unflushed: dict[Target, dict[int, dict[str, int]]] = {}
         self._flushing: asyncio.Task[None] | None = None
+        self._writes: set[asyncio.Task[None]] = set()  # flushes on their way to Redis
 
     def _state_key(self, target: Target) -> str:
         return Keys.breaker(str(target))
 
-    def _bucket_keys(self, target: Target, now_s: float) -> tuple[list[str], list[int]]:
-        current = int(now_s // self._bucket_s)
-        ids = [current - i for i in range(BUCKETS)]
-        return [Keys.breaker_bucket(str(target), i) for i in ids], ids
+    def _bucket_id(self, now_s: float) -> int:
+        return int(now_s // self._bucket_s)
+
+    def _bucket_keys(self, target: Target, now_s: float) -> list[str]:
+        """The window's buckets, the current one first."""
+        current = self._bucket_id(now_s)
+        return [Keys.breaker_bucket(str(target), current - i) for i in range(BUCKETS)]
 
     async def admit(self, target: Target, probe_timeout_s: float) -> float | None:
         """When ``target`` may be called: ``0.0`` now, ``None`` not in this job, else in that many seconds.
@@ -179,24 +199,35 @@ class Breakers:
             retry_after_s = error.retry_after_s or 0.0
         probe = target in self._probes
         self._probes.discard(target)
-        now_s = time.time()
         if not (failed or probe or retry_after_s):
-            self._count_later(target, now_s, latency_ms)
+            self._count_later(target, time.time(), latency_ms)
             return
-        keys, ids = self._bucket_keys(target, now_s)
+        if self._writes:  # a flush on its way holds successes seen before this call: let it land
+            await asyncio.wait(set(self._writes))
+        now_s = time.time()
+        # This process's unwritten healthy calls of the target go with this call, so the window the
+        # script judges holds every success seen before it (counted alike, in their own buckets).
+        carried = self._unflushed.pop(target, {})
+        current = self._bucket_id(now_s)
+        ids = [current - i for i in range(BUCKETS)]
+        ids += sorted(set(carried) - set(ids))  # a clock step can leave counts outside the window
         args: list[Any] = [
             int(now_s * 1000), int(failed), f"lat:{bucket_of(latency_ms)}", self.config.min_calls,
             self.config.failure_ratio, int(self.config.cooldown_s * 1000),
-            int(retry_after_s * 1000),
-            int(probe), int(self.config.window_s + self._bucket_s), *ids,
+            int(retry_after_s * 1000), int(probe), self._ttl_s, BUCKETS,
         ]  # fmt: skip
-        state, until_ms = await self._record([self._state_key(target), *keys], args)
+        for bucket in ids:
+            counts = carried.get(bucket, {})
+            args.append(len(counts))
+            for name, count in counts.items():
+                args += [name, count]
+        keys = [self._state_key(target), *(Keys.breaker_bucket(str(target), i) for i in ids)]
+        state, until_ms = await self._record(keys, args)
         self._snapshot[target] = Snapshot(state.decode(), int(until_ms) / 1000)
 
     def _count_later(self, target: Target, now_s: float, latency_ms: float) -> None:
         """Add a healthy call to the next batched flush: successes change no state, so they can wait."""
-        key = Keys.breaker_bucket(str(target), int(now_s // self._bucket_s))
-        counts = self._unflushed.setdefault(key, {})
+        counts = self._unflushed.setdefault(target, {}).setdefault(self._bucket_id(now_s), {})
         counts["calls"] = counts.get("calls", 0) + 1
         bucket = f"lat:{bucket_of(latency_ms)}"
         counts[bucket] = counts.get(bucket, 0) + 1
@@ -208,20 +239,28 @@ class Breakers:
         await self.flush()
 
     async def flush(self) -> None:
-        """Write the batched healthy calls (one pipeline for every bucket touched since the last)."""
+        """Write the batched healthy calls (one pipeline for every bucket touched since the last);
+        returns once every flush begun so far has landed."""
         unflushed, self._unflushed = self._unflushed, {}
-        if not unflushed:
-            return
-        ttl_s = int(self.config.window_s + self._bucket_s)
+        if unflushed:
+            write = asyncio.create_task(self._write(unflushed))
+            self._writes.add(write)
+            write.add_done_callback(self._writes.discard)
+        if self._writes:
+            await asyncio.wait(set(self._writes))
+
+    async def _write(self, unflushed: dict[Target, dict[int, dict[str, int]]]) -> None:
         try:
             async with self.redis.pipeline(transaction=False) as pipe:
-                for key, counts in unflushed.items():
-                    for name, count in counts.items():
-                        pipe.hincrby(key, name, count)
-                    pipe.expire(key, ttl_s)
+                for target, buckets in unflushed.items():
+                    for bucket, counts in buckets.items():
+                        key = Keys.breaker_bucket(str(target), bucket)
+                        for name, count in counts.items():
+                            pipe.hincrby(key, name, count)
+                        pipe.expire(key, self._ttl_s)
                 await pipe.execute()
         except Exception as exc:  # the counts are lost; the window heals as new calls arrive
-            log.warning("could not record %d buckets of healthy calls: %s", len(unflushed), exc)
+            log.warning("could not record the healthy calls of %d targets: %s", len(unflushed), exc)
 
     async def refresh(self) -> None:
         """Read every target's state (one round trip; concurrent callers share it)."""
@@ -244,7 +283,7 @@ class Breakers:
         async with self.redis.pipeline(transaction=False) as pipe:
             for target in self.targets:
                 pipe.hgetall(self._state_key(target))
-                for key in self._bucket_keys(target, now_s)[0]:
+                for key in self._bucket_keys(target, now_s):
                     pipe.hgetall(key)
             rows = await pipe.execute()
         out = []
