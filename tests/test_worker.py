@@ -14,6 +14,7 @@ import pytest
 from arq.worker import Retry
 from redis.asyncio import Redis
 
+from aijobs import ledger
 from aijobs.files import Files
 from aijobs.jobs import JobStatus
 from aijobs.outbound import Guard
@@ -178,3 +179,21 @@ async def test_the_worker_requeues_a_line_whose_share_is_spent_without_spending_
     await runtime.process(second)  # the next minute
     again = await runtime.store.get(second)
     assert again is not None and again.status is JobStatus.SUCCEEDED
+
+
+async def test_a_failed_job_keeps_the_route_it_tried(runtime: Runtime) -> None:
+    job_id = await new_job(runtime, "broken-chat")
+    await runtime.process(job_id)
+    job = await runtime.store.get(job_id)
+    assert job is not None and job.status is JobStatus.FAILED
+    assert job.route == {"provider": "sim", "model": "flaky", "fallback_path": ["sim:flaky"]}
+
+
+def test_the_route_tried_lists_each_target_once_in_order() -> None:
+    attempts = [
+        {"provider": "a", "model": "m", "outcome": "error"},
+        {"provider": "a", "model": "m", "outcome": "error"},
+        {"provider": "b", "model": "n", "outcome": "error"},
+    ]
+    assert ledger.route_tried(attempts) == {"provider": "b", "model": "n", "fallback_path": ["a:m", "b:n"]}
+    assert ledger.route_tried([]) is None

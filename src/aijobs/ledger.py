@@ -82,6 +82,16 @@ class Entry:
         return flat
 
 
+def route_tried(attempts: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """A failed job's ``route``: the last target tried and every target tried, in order (as a
+    finished job's route has them), so a record shows which fallback path failed."""
+    if not attempts:
+        return None
+    last = attempts[-1]
+    tried = dict.fromkeys(f"{a['provider']}:{a['model']}" for a in attempts)
+    return {"provider": last["provider"], "model": last["model"], "fallback_path": list(tried)}
+
+
 def fallback_path(attempts: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The targets tried, in order, each with its number of attempts and its last outcome."""
     steps: dict[str, dict[str, Any]] = {}

@@ -322,7 +322,10 @@ class Runtime:
                     await self.blobs.delete(blob["key"])
 
     async def _fail(self, job: Job, error: AijobsError, attempts: list[dict[str, Any]]) -> None:
-        fields = {"error": {"code": error.code, "message": error.message}, "attempts": attempts}
+        error_fields = {"code": error.code, "message": error.message}
+        fields: dict[str, Any] = {"error": error_fields, "attempts": attempts}
+        if job.route is None and (route := ledger.route_tried(attempts)) is not None:
+            fields["route"] = route
         now = time.time()
         entry = ledger.entry(job, JobStatus.FAILED, attempts=attempts, error_code=error.code, finished_at=now)
         await self.store.transition(
