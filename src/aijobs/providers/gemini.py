@@ -9,7 +9,11 @@ Translation both ways:
   which need the function's name: it is looked up from the call the result answers;
 - ``tool_choice`` → ``functionCallingConfig`` modes AUTO / ANY / NONE (+ allowed names);
 - JSON response formats → ``responseMimeType`` and ``responseJsonSchema``;
-- a prompt blocked by safety (``promptFeedback.blockReason``, no candidates) → a content-filter error.
+- a prompt blocked by safety (``promptFeedback.blockReason``, no candidates) → a content-filter error;
+- a part's ``thoughtSignature`` → ``extra_content.google.thought_signature``: a ``functionCall``
+  part's on its tool call, any other part's (the last one) on the message; sent back on the same
+  ``functionCall`` part (Gemini 3 answers 400 when the current turn's first call of a step has none)
+  and on the message's last part. With parallel calls only the first call carries one.
 
 Gemini's function calls carry no id in most versions; ours get ``call_{n}_{name}``.
 """
@@ -31,12 +35,14 @@ from aijobs.types.chat import (
     ChatDelta,
     ChatInput,
     ChatResult,
+    ExtraContent,
     FinishReason,
     FunctionCall,
     ImagePart,
     Message,
     NamedToolChoice,
     ToolCall,
+    thought_signature,
 )
 from aijobs.types.common import Usage
 from aijobs.types.embed import EmbedInput, EmbedResult
@@ -147,11 +153,13 @@ def _delta(parts: list[dict[str, Any]], calls_before: int) -> ChatDelta | None:
     message = _message(parts, calls_before)
     calls = [
         {"index": calls_before + i, "id": c.id, "type": "function", "function": c.function.model_dump()}
+        | ({"extra_content": c.extra_content.model_dump(exclude_none=True)} if c.extra_content else {})
         for i, c in enumerate(message.tool_calls or [])
     ]
-    if not (message.content or message.reasoning or calls):
+    extra = message.extra_content.model_dump(exclude_none=True) if message.extra_content else None
+    if not (message.content or message.reasoning or calls or extra):
         return None
-    return ChatDelta(message.content, message.reasoning, calls or None)
+    return ChatDelta(message.content or None, message.reasoning, calls or None, extra)
 
 
 def _message(parts: list[dict[str, Any]], calls_before: int = 0) -> AssistantMessage:
@@ -160,18 +168,24 @@ def _message(parts: list[dict[str, Any]], calls_before: int = 0) -> AssistantMes
     texts: list[str] = []
     thoughts: list[str] = []
     calls: list[ToolCall] = []
+    signature = None  # the message's: the last one on a part that is not a function call
     for part in parts:
         if "functionCall" in part:
             call = part["functionCall"]
             arguments = orjson.dumps(call.get("args") or {}).decode()
             call_id = call.get("id") or f"call_{calls_before + len(calls)}_{call['name']}"
-            calls.append(ToolCall(id=call_id, function=FunctionCall(name=call["name"], arguments=arguments)))
-        elif "text" in part:
+            function = FunctionCall(name=call["name"], arguments=arguments)
+            extra = ExtraContent.thought(part.get("thoughtSignature"))
+            calls.append(ToolCall(id=call_id, function=function, extra_content=extra))
+            continue
+        if "text" in part:
             (thoughts if part.get("thought") else texts).append(part["text"])
+        signature = part.get("thoughtSignature") or signature
     return AssistantMessage(
         content="".join(texts) if texts else None,
         tool_calls=calls or None,
         reasoning="".join(thoughts) or None,
+        extra_content=ExtraContent.thought(signature),
     )
 
 
@@ -241,12 +255,21 @@ def _parts(message: Message, names: dict[str, str]) -> list[dict[str, Any]]:
     elif message.content is not None:
         for part in message.content:
             parts.append(_image(part) if isinstance(part, ImagePart) else {"text": part.text})
+    signature = thought_signature(message.extra_content)
+    if signature:  # on the last text part, where Gemini put it (or on one of its own)
+        if not parts:
+            parts.append({"text": ""})
+        parts[-1]["thoughtSignature"] = signature
     for call in message.tool_calls or []:
         try:
             args = orjson.loads(call.function.arguments)
         except orjson.JSONDecodeError:
             args = {"arguments": call.function.arguments}
-        parts.append({"functionCall": {"name": call.function.name, "args": args}})
+        wire: dict[str, Any] = {"functionCall": {"name": call.function.name, "args": args}}
+        signature = thought_signature(call.extra_content)
+        if signature:  # unchanged, on the very part it came with
+            wire["thoughtSignature"] = signature
+        parts.append(wire)
     return parts or [{"text": ""}]
 
 

@@ -6,7 +6,7 @@ import re
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from aijobs.types.common import MAX_URL_CHARS, Strict, Usage
 
@@ -14,6 +14,7 @@ MAX_MESSAGES = 512
 MAX_TEXT_CHARS = 400_000
 MAX_PARTS = 64
 MAX_TOOLS = 128
+MAX_SIGNATURE_CHARS = 1_000_000  # opaque, model-sized: Gemini's run to kilobytes of base64
 NAME_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
 
 FinishReason = Literal["stop", "length", "tool_calls", "content_filter"]
@@ -48,10 +49,48 @@ class FunctionCall(Strict):
     arguments: str = Field(max_length=MAX_TEXT_CHARS, description="JSON text, as the model produced it.")
 
 
+class GoogleExtra(BaseModel):
+    """Gemini's share of :class:`ExtraContent`."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    thought_signature: str | None = Field(default=None, min_length=1, max_length=MAX_SIGNATURE_CHARS)
+
+
+class ExtraContent(BaseModel):
+    """Provider state a caller hands back unchanged with the message or tool call that carried it.
+
+    The shape is Gemini's OpenAI-compatible API's (``{"google": {"thought_signature": "..."}}`` on a
+    tool call or an assistant message), so an OpenAI SDK, which keeps unknown fields and sends them
+    back, round-trips it without knowing about it. Keys we do not know are kept as they came.
+    Job records keep it (a plain dump does); an adapter whose provider has no use for it dumps the
+    input with ``exclude=WITHOUT_EXTRAS``.
+    """
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    google: GoogleExtra | None = None
+
+    @classmethod
+    def thought(cls, signature: Any) -> ExtraContent | None:
+        """Gemini's ``thoughtSignature`` as extra content (``None`` for no signature)."""
+        if not isinstance(signature, str) or not signature:
+            return None
+        return cls(google=GoogleExtra(thought_signature=signature))
+
+
+def thought_signature(extra: ExtraContent | None) -> str | None:
+    """The Gemini thought signature in ``extra``, if there is one."""
+    return extra.google.thought_signature if extra is not None and extra.google is not None else None
+
+
 class ToolCall(Strict):
     id: str = Field(min_length=1, max_length=256)
     type: Literal["function"] = "function"
     function: FunctionCall
+    extra_content: ExtraContent | None = Field(
+        default=None, description="Provider state to send back unchanged (Gemini's thought signature)."
+    )
 
 
 class Message(Strict):
@@ -60,6 +99,9 @@ class Message(Strict):
     name: str | None = Field(default=None, pattern=NAME_PATTERN)
     tool_calls: list[ToolCall] | None = Field(default=None, max_length=MAX_TOOLS)
     tool_call_id: str | None = Field(default=None, max_length=256)
+    extra_content: ExtraContent | None = Field(
+        default=None, description="Provider state to send back unchanged (Gemini's thought signature)."
+    )
 
     @field_validator("content")
     @classmethod
@@ -85,6 +127,13 @@ class Message(Strict):
         if isinstance(self.content, str):
             return self.content
         return " ".join(p.text for p in self.content if isinstance(p, TextPart))
+
+
+#: ``model_dump(exclude=WITHOUT_EXTRAS)`` of a :class:`ChatInput`: without any ``extra_content``, for a
+#: provider that has no use for another provider's state (and may reject unknown fields).
+WITHOUT_EXTRAS: dict[str, Any] = {
+    "messages": {"__all__": {"extra_content": True, "tool_calls": {"__all__": {"extra_content": True}}}}
+}
 
 
 class FunctionDef(Strict):
@@ -156,6 +205,7 @@ class AssistantMessage(BaseModel):
     content: str | None = None
     tool_calls: list[ToolCall] | None = None
     reasoning: str | None = None
+    extra_content: ExtraContent | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,12 +213,14 @@ class ChatDelta:
     """A piece of an answer as it streams: text, reasoning, or fragments of tool calls.
 
     ``tool_calls`` are OpenAI stream fragments: ``{"index", "id"?, "type"?, "function": {"name"?,
-    "arguments"?}}``; a call's ``arguments`` arrive in pieces to be concatenated.
+    "arguments"?}, "extra_content"?}``; a call's ``arguments`` arrive in pieces to be concatenated.
+    ``extra_content`` is the message's (see :class:`ExtraContent`), once it is known.
     """
 
     content: str | None = None
     reasoning: str | None = None
     tool_calls: list[dict[str, Any]] | None = None
+    extra_content: dict[str, Any] | None = None
 
 
 class ChatResult(BaseModel):

@@ -1,5 +1,11 @@
 """``POST /v1/chat/completions``: OpenAI's chat API over aijobs' routing, whole or streamed.
 
+Provider state rides in ``extra_content`` (Gemini's thought signatures, in the shape of Gemini's own
+OpenAI-compatible API): on a tool call, and on the message or a delta. The OpenAI SDKs keep fields
+they do not know and send them back with the message, so a conversation that appends the answer's
+message round-trips it; the ``refusal`` and ``reasoning_content`` an SDK echoes back with it are
+accepted (and left out of the job).
+
 A streamed answer starts once its first piece exists: until then the route may still retry and fall
 back, and a route that fails before then is an ordinary HTTP error the SDK raises. After the first
 byte a failure ends the stream with an ``error`` event (the OpenAI SDK raises it as an
@@ -17,7 +23,7 @@ from typing import Annotated, Any
 import orjson
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import StreamingResponse
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from aijobs.api.deps import Services, services, tenant
 from aijobs.api.errors import error_body, status_for
@@ -34,6 +40,8 @@ Svc = Annotated[Services, Depends(services)]
 Tenant = Annotated[str, Depends(tenant)]
 MAX_CHOICES = 8
 _CHAT_FIELDS = tuple(ChatInput.model_fields)
+#: What an SDK sends back of an answer's message that a chat input has no field for.
+_ECHOED = frozenset({"refusal", "reasoning_content"})
 
 
 class StreamOptions(Strict):
@@ -55,6 +63,20 @@ class ChatCompletionRequest(ChatInput):
     )
     store: bool | None = None
     parallel_tool_calls: bool | None = None
+
+    @field_validator("messages", mode="before")
+    @classmethod
+    def _drop_echoes(cls, value: Any) -> Any:
+        """An answer's message sent back as it came (``messages.append(choice.message)``) carries
+        ``refusal: null`` and our ``reasoning_content``; neither is the caller's input."""
+        if not isinstance(value, list):
+            return value
+        return [
+            {k: v for k, v in m.items() if k not in _ECHOED}
+            if isinstance(m, dict) and m.get("role") == "assistant" and not _ECHOED.isdisjoint(m)
+            else m
+            for m in value
+        ]
 
     def chat_input(self) -> ChatInput:
         """The job's input: the chat fields, already validated (so not validated again)."""
@@ -109,9 +131,11 @@ def _message(result: ChatResult) -> dict[str, Any]:
     message = result.message
     wire: dict[str, Any] = {"role": "assistant", "content": message.content, "refusal": None}
     if message.tool_calls:
-        wire["tool_calls"] = [call.model_dump() for call in message.tool_calls]
+        wire["tool_calls"] = [call.model_dump(exclude_none=True) for call in message.tool_calls]
     if message.reasoning:
         wire["reasoning_content"] = message.reasoning  # DeepSeek's name, which most SDK users know
+    if message.extra_content:
+        wire["extra_content"] = message.extra_content.model_dump(exclude_none=True)
     return wire
 
 
@@ -207,6 +231,8 @@ class _Chunks:
             wire["reasoning_content"] = delta.reasoning
         if delta.tool_calls:
             wire["tool_calls"] = delta.tool_calls
+        if delta.extra_content:
+            wire["extra_content"] = delta.extra_content
         return self._frame([{"index": index, "delta": wire, "finish_reason": None, "logprobs": None}])
 
     def ends(self, call: Call, include_usage: bool) -> list[bytes]:
@@ -217,11 +243,15 @@ class _Chunks:
             result = outcome.result
             assert isinstance(result, ChatResult)
             if not self.started[index]:
+                message = result.message
                 calls = [
-                    {"index": i, **c.model_dump()} for i, c in enumerate(result.message.tool_calls or [])
+                    {"index": i, **c.model_dump(exclude_none=True)}
+                    for i, c in enumerate(message.tool_calls or [])
                 ]
-                piece = ChatDelta(result.message.content, result.message.reasoning, calls or None)
-                frames.append(self.delta(index, piece))
+                extra = message.extra_content.model_dump(exclude_none=True) if message.extra_content else None
+                frames.append(
+                    self.delta(index, ChatDelta(message.content, message.reasoning, calls or None, extra))
+                )
             end = {"index": index, "delta": {}, "finish_reason": result.finish_reason, "logprobs": None}
             frames.append(self._frame([end]))
         if include_usage:
