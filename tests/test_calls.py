@@ -9,11 +9,13 @@ from typing import Any
 import pytest
 from redis.asyncio import Redis
 
-from aijobs.calls import Calls
+from aijobs.calls import Calls, priced_fields
 from aijobs.errors import ProviderRejected, ProviderUnavailable
 from aijobs.jobs import JobStatus
+from aijobs.prices import Price, PriceBook
 from aijobs.routing import Routing, load_policy
 from aijobs.routing.budgets import Budgets
+from aijobs.routing.policy import Target
 from aijobs.routing.router import Router
 from aijobs.store import JobStore
 from aijobs.types.chat import AssistantMessage, ChatInput, ChatResult
@@ -159,3 +161,43 @@ async def test_an_unexpected_failure_is_recorded_as_internal(
     stored = await store.get(job.id)
     assert stored is not None and stored.status is JobStatus.FAILED
     assert stored.error == {"code": "gateway_internal", "message": call.error.message}
+
+
+MEDIA_PRICES = PriceBook(
+    {}, {"pic": Price(per_image=0.04), "clip": Price(per_video_s=0.5), "rank": Price(per_search_unit=0.002)},
+    {"USD": 1.0},
+)  # fmt: skip
+
+
+def blob(**extra: Any) -> dict[str, Any]:
+    return {"key": "t/j/0", "content_type": "video/mp4", "bytes": 10, "sha256": "0" * 64, **extra}
+
+
+@pytest.mark.parametrize(
+    ("job_type", "model", "output", "reported", "expected"),
+    [
+        # the provider reported nothing: counted from what was stored, and marked estimated
+        ("image", "pic", {"images": [blob(), blob()]}, Usage(), (2.0, True, 0.08)),
+        ("video", "clip", {"videos": [blob(duration_s=4.0), blob(duration_s=6)]}, Usage(), (10.0, True, 5.0)),
+        # nothing to count from: the cost is unknown, never free
+        ("video", "clip", {"videos": [blob()]}, Usage(), (0.0, True, None)),
+        ("speech", "clip", {"audio": blob()}, Usage(), (0.0, True, None)),
+        # what the provider reported stands
+        ("video", "clip", {"videos": [blob(duration_s=9.0)]}, Usage(units=5), (5.0, False, 2.5)),
+        # Cohere's search_units: 0 billed nothing
+        ("rerank", "rank", {"results": []}, Usage(), (0.0, False, 0.0)),
+    ],
+)  # fmt: skip
+def test_a_record_without_reported_usage_is_estimated_or_unpriced_never_free(
+    job_type: str,
+    model: str,
+    output: dict[str, Any],
+    reported: Usage,
+    expected: tuple[float, bool, float | None],
+) -> None:
+    attempts: list[dict[str, Any]] = [{"provider": "p", "model": model}]
+    fields = priced_fields(MEDIA_PRICES, job_type, output, reported, attempts, {}, Target("p", model))
+    usage = fields["usage"]
+    assert (usage["units"], usage["estimated"]) == expected[:2]
+    assert usage["cost_usd"] == pytest.approx(expected[2]) and attempts[-1]["cost_usd"] == usage["cost_usd"]
+    assert reported.cost_usd is None and reported.units in (0, 5)  # the adapter's usage is left alone

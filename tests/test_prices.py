@@ -64,6 +64,15 @@ def test_an_unknown_price_is_none_never_zero() -> None:
     assert BOOK.cost_usd("x", "nobody-knows", "chat", Usage()) == 0.0  # nothing consumed
 
 
+def test_usage_reported_as_nothing_is_free_but_an_estimate_of_nothing_is_unknown() -> None:
+    # Cohere answering search_units: 0 billed nothing
+    assert BOOK.cost_usd("x", "ranker", "rerank", Usage(units=0)) == 0.0
+    # a video whose provider reported no usage, and no duration to count: not free, unknown
+    assert BOOK.cost_usd("x", "movie", "video", Usage(estimated=True)) is None
+    # an estimate that counted something is priced like any usage (and stays marked estimated)
+    assert BOOK.cost_usd("x", "ranker", "rerank", Usage(units=1, estimated=True)) == pytest.approx(0.002)
+
+
 def test_the_bundled_table_is_complete_and_consistent() -> None:
     models, usd_per = bundled_prices()
     assert usd_per["USD"] == 1.0 and 0.05 < usd_per["CNY"] < 0.5

@@ -34,6 +34,9 @@ from aijobs.types.common import Usage
 
 log = logging.getLogger(__name__)
 
+#: Where a media job's output keeps its blobs: a list of them, or one.
+_MEDIA_BLOBS = {"image": "images", "speech": "audio", "video": "videos"}
+
 
 def priced_fields(
     prices: PriceBook,
@@ -44,11 +47,31 @@ def priced_fields(
     route: dict[str, Any],
     target: Target,
 ) -> dict[str, Any]:
-    """A succeeded job's record fields, its usage priced for ``target`` (the last attempt's cost too)."""
-    usage = usage.model_copy()
+    """A succeeded job's record fields, its usage priced for ``target`` (the last attempt's cost too).
+
+    Media the provider reported no usage for are counted from the output (the images stored, the
+    seconds of audio or video the adapter read), marked ``estimated``; with nothing to count from, the
+    cost is unknown (``None``), never free.
+    """
+    usage = _media_usage(job_type, output, usage)
     usage.cost_usd = prices.cost_usd(target.provider, target.model, job_type, usage)
     attempts[-1]["cost_usd"] = usage.cost_usd
     return {"output": output, "usage": usage.model_dump(), "attempts": attempts, "route": route}
+
+
+def _media_usage(job_type: str, output: dict[str, Any], usage: Usage) -> Usage:
+    """``usage`` (a copy), with a media job's units counted from ``output`` when it counts nothing."""
+    usage = usage.model_copy()
+    if job_type not in _MEDIA_BLOBS or usage.units or usage.input_tokens or usage.output_tokens:
+        return usage
+    found = output.get(_MEDIA_BLOBS[job_type])
+    blobs = [b for b in (found if isinstance(found, list) else [found]) if isinstance(b, dict)]
+    if job_type == "image":
+        usage.units = float(len(blobs))
+    elif blobs and all(isinstance(b.get("duration_s"), int | float) for b in blobs):
+        usage.units = float(sum(b["duration_s"] for b in blobs))
+    usage.estimated = True
+    return usage
 
 
 @dataclass(slots=True)

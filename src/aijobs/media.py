@@ -3,7 +3,12 @@
 Provider result URLs expire (BFL's in ~10 minutes, Ark's in a day) or need our key (Veo), so every
 output is copied at once and users only ever get our signed URLs. A download streams straight into
 the store (multipart for large objects), hashed and counted on the way and cut off past
-``max_bytes``; it never sits whole in memory. ::
+``max_bytes``; it never sits whole in memory.
+
+An image's ``width`` and ``height`` are read from the bytes stored (their first ``SNIFF_BYTES``, kept
+as they stream past: enough for any format's header), never taken from the request or the provider's
+word, which can differ from what it made; an image that cannot be read has none. Other media keep
+what the adapter said. ::
 
     store_outputs(...)  → one blob dict per output (key, content_type, bytes, sha256, width, height,
                           duration_s), or raises — having deleted what it already stored:
@@ -15,11 +20,14 @@ the store (multipart for large objects), hashed and counted on the way and cut o
 
 from __future__ import annotations
 
+import io
 import logging
+import warnings
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import httpx2
+from PIL import Image
 
 from aijobs.errors import ProviderUnavailable, StorageError
 from aijobs.storage import BlobStore, BlobTooLarge, StoredBlob
@@ -28,6 +36,8 @@ from aijobs.types.common import Media, RemoteFile
 log = logging.getLogger(__name__)
 
 DOWNLOAD_CHUNK_BYTES = 256 * 1024
+#: How much of a streamed image is kept to read its size: a JPEG's EXIF and ICC segments come first.
+SNIFF_BYTES = 1024 * 1024
 _GONE = frozenset({401, 403, 404, 410})
 _EXTENSIONS = {
     "video/mp4": "mp4", "video/webm": "webm", "video/quicktime": "mov", "image/png": "png",
@@ -76,20 +86,64 @@ async def _store_one(
     provider: str,
     model: str,
 ) -> dict[str, Any]:
+    head = _Head()
     try:
         if isinstance(item, Media):
             blob = await _put(blobs, f"{key_base}.{item.extension}", item.data, item.content_type, max_bytes)
+            head.keep(item.data)
         else:
-            blob = await _download(blobs, http, key_base, item, max_bytes, provider, model)
+            blob = await _download(blobs, http, key_base, item, max_bytes, provider, model, head)
     except BlobTooLarge:
         raise StorageError(
             f"an output is larger than the {max_bytes}-byte limit (AIJOBS_MAX_OUTPUT_BYTES)"
         ) from None
     view: dict[str, Any] = blob.to_dict()
-    for name in ("width", "height", "duration_s"):
+    names = ["duration_s"]
+    if blob.content_type.startswith("image/"):
+        size = image_size(head.data())
+        if size is not None:
+            view["width"], view["height"] = size
+    else:
+        names += ["width", "height"]
+    for name in names:
         if getattr(item, name) is not None:
             view[name] = getattr(item, name)
     return view
+
+
+class _Head:
+    """The first ``SNIFF_BYTES`` of an output, kept as its chunks go by."""
+
+    def __init__(self) -> None:
+        self._parts: list[bytes] = []
+        self._size = 0
+
+    def keep(self, chunk: bytes) -> None:
+        if self._size < SNIFF_BYTES:
+            part = chunk[: SNIFF_BYTES - self._size]
+            self._parts.append(part)
+            self._size += len(part)
+
+    async def tee(self, chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+        async for chunk in chunks:
+            self.keep(chunk)
+            yield chunk
+
+    def data(self) -> bytes:
+        return b"".join(self._parts)
+
+
+def image_size(head: bytes) -> tuple[int, int] | None:
+    """``(width, height)`` from an image's first bytes (its header: nothing is decoded), or ``None``
+    when they are not an image Pillow can read."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # only the size is read
+        try:
+            with Image.open(io.BytesIO(head)) as image:
+                width, height = image.size
+        except Exception:  # any failure to parse untrusted bytes (each plugin raises its own)
+            return None
+    return (width, height) if width > 0 and height > 0 else None
 
 
 async def _put(
@@ -112,6 +166,7 @@ async def _download(
     max_bytes: int,
     provider: str,
     model: str,
+    head: _Head,
 ) -> StoredBlob:
     try:
         async with http.stream("GET", item.url, headers=dict(item.headers)) as response:
@@ -130,7 +185,9 @@ async def _download(
             declared = response.headers.get("content-length", "")
             if declared.isdigit() and int(declared) > max_bytes:
                 raise BlobTooLarge(f"{declared} bytes")
-            chunks = response.aiter_bytes(DOWNLOAD_CHUNK_BYTES)
+            chunks: AsyncIterator[bytes] = response.aiter_bytes(DOWNLOAD_CHUNK_BYTES)
+            if content_type.startswith("image/"):
+                chunks = head.tee(chunks)
             return await _put(blobs, f"{key_base}.{extension}", chunks, content_type, max_bytes)
     except httpx2.HTTPError as exc:
         raise OutputDownloadFailed(

@@ -9,8 +9,10 @@ table ``prices.toml``), and :meth:`PriceBook.cost_usd` turns an attempt's usage 
 - units: images * ``per_image``, seconds * ``per_audio_s`` / ``per_video_s``, search units *
   ``per_search_unit``, by job type.
 
-A cost is ``None`` (unknown, and flagged as such in the ledger) when the target has no price or its
-price has nothing that applies to the usage; it is never silently zero.
+A cost is ``None`` (unknown, and flagged as such in the ledger) when the target has no price, when
+its price has nothing that applies to the usage, or when the usage is an estimate that counted
+nothing (the provider reported nothing and there was nothing to estimate from); it is never silently
+zero. Usage the provider reported as nothing (Cohere's ``search_units: 0``) costs ``0.0``.
 """
 
 from __future__ import annotations
@@ -69,7 +71,7 @@ class PriceBook:
     def cost_usd(self, provider: str, model: str, job_type: str, usage: Usage) -> float | None:
         """The estimated cost of ``usage`` in USD; ``None`` when no price applies."""
         if not (usage.input_tokens or usage.output_tokens or usage.units):
-            return 0.0
+            return None if usage.estimated else 0.0
         price = self.price(provider, model)
         if price is None:
             return None

@@ -42,6 +42,8 @@ def check_rerank(result: Any) -> None:
     assert result.results[0].index in (0, 2)  # the two documents about refunds
     assert result.results[0].relevance_score >= result.results[1].relevance_score
     assert result.results[-1].index != 1  # the dog never outranks a refund
+    assert not result.usage.estimated  # every fake reports what it billed: search units or tokens
+    assert result.usage.units > 0 or result.usage.input_tokens > 0
 
 
 def check_embed(result: Any) -> None:

@@ -5,6 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 import httpx2
+import orjson
+import pytest
 
 from aijobs.providers.anthropic import _merge_event, messages_body, parse_message
 from aijobs.providers.base import ProviderContext
@@ -12,7 +14,9 @@ from aijobs.providers.gemini import _delta as _gemini_delta
 from aijobs.providers.gemini import _message as _gemini_message
 from aijobs.providers.openai import OpenAIChat, chat_usage
 from aijobs.routing.config import ProviderConfig
-from aijobs.types.chat import AssistantMessage, ChatInput
+from aijobs.types.chat import AssistantMessage, ChatInput, FunctionCall, ToolCall
+from aijobs.types.common import Usage
+from aijobs.types.rerank import RerankInput, RerankResult
 from tests.providers.canned import canned_server
 
 PNG = "data:image/png;base64,iVBORw0KGgo="
@@ -235,3 +239,115 @@ def test_gemini_streamed_call_ids_match_the_whole_answers() -> None:
     ids = [call["id"] for piece in streamed if piece and piece.tool_calls for call in piece.tool_calls]
     whole = _gemini_message(first + second).tool_calls or []
     assert ids == [call.id for call in whole] == ["call_0_a", "call_1_b"]
+
+
+RERANK = RerankInput(
+    query="how long do refunds take",
+    documents=["Refunds take 14 days.", "Our office dog is Biscuit.", "Refund requests go to billing."],
+)
+HITS = [{"index": 0, "relevance_score": 0.9}, {"index": 2, "relevance_score": 0.5}]
+#: query 5 tokens x 3 documents + 6 + 6 + 5 document tokens; three short documents are one search
+ESTIMATED_RERANK = (5 * 3 + 6 + 6 + 5, 1.0)
+
+
+async def rerank_with(answer: dict[str, Any], kind: str, preset: str | None = None) -> Usage:
+    """The usage a rerank adapter of ``kind`` takes from ``answer``."""
+    from aijobs.providers.registry import ADAPTERS
+
+    async with canned_server(orjson.dumps(answer)) as base, httpx2.AsyncClient() as client:
+        config = ProviderConfig(kind=kind, preset=preset, base_url=base)
+        adapter = ADAPTERS[(kind, "rerank")](ProviderContext("p", config, "k", client, {}))
+        result = await adapter.run("m", RERANK)
+        assert isinstance(result, RerankResult) and [hit.index for hit in result.results] == [0, 2]
+        return result.usage
+
+
+@pytest.mark.parametrize(
+    ("kind", "preset", "answer", "expected"),
+    [
+        # Cohere bills search units; 0 is 0, not 1
+        ("cohere", None, {"results": HITS, "meta": {"billed_units": {"search_units": 0}}}, (0, 0.0, False)),
+        ("cohere", None, {"results": HITS, "meta": {"billed_units": {"search_units": 2}}}, (0, 2.0, False)),
+        # SiliconFlow (Cohere's shape) bills tokens and reports no search units
+        ("cohere", "siliconflow",
+         {"results": HITS, "meta": {"billed_units": {"input_tokens": 42}, "tokens": {"input_tokens": 42}}},
+         (42, 0.0, False)),
+        ("jina", None, {"model": "m", "usage": {"total_tokens": 30}, "results": HITS}, (30, 0.0, False)),
+        # no usage at all: both counts estimated, and marked so
+        ("cohere", None, {"results": HITS}, (*ESTIMATED_RERANK, True)),
+        ("cohere", None, {"results": HITS, "meta": {"billed_units": {}}}, (*ESTIMATED_RERANK, True)),
+        ("jina", None, {"results": HITS, "usage": None}, (*ESTIMATED_RERANK, True)),
+        ("dashscope", None, {"output": {"results": HITS}}, (*ESTIMATED_RERANK, True)),
+    ],
+)  # fmt: skip
+async def test_rerank_usage_is_what_was_billed_or_an_estimate_marked_so(
+    kind: str, preset: str | None, answer: dict[str, Any], expected: tuple[int, float, bool]
+) -> None:
+    usage = await rerank_with(answer, kind, preset)
+    assert (usage.input_tokens, usage.units, usage.estimated) == expected
+
+
+async def test_a_rerank_without_usage_is_priced_as_an_estimate_not_as_free() -> None:
+    from aijobs.prices import Price, PriceBook
+
+    book = PriceBook({}, {"m": Price(per_search_unit=0.002)}, {"USD": 1.0})
+    unreported = await rerank_with({"results": HITS}, "cohere")
+    assert unreported.estimated and book.cost_usd("p", "m", "rerank", unreported) == pytest.approx(0.002)
+    nothing = await rerank_with({"results": HITS, "meta": {"billed_units": {"search_units": 0}}}, "cohere")
+    assert not nothing.estimated and book.cost_usd("p", "m", "rerank", nothing) == 0.0
+
+
+def test_rerank_search_units_are_estimated_per_hundred_documents_and_long_ones_count_more() -> None:
+    from aijobs.providers.rerank import estimated_usage
+
+    many = RerankInput(query="refunds", documents=["a short document"] * 250)
+    assert estimated_usage(many).units == 3
+    long_ones = RerankInput(query="refunds", documents=["word " * 700] * 60)  # 2 chunks each: 120
+    assert estimated_usage(long_ones).units == 2
+    assert estimated_usage(RERANK).input_tokens == ESTIMATED_RERANK[0]
+
+
+def test_openai_usage_counts_left_out_are_estimated_but_reported_zeros_are_kept() -> None:
+    request = chat(messages=[{"role": "user", "content": "how are you today"}])
+    call = ToolCall(id="c1", function=FunctionCall(name="look", arguments='{"q": "cat"}'))
+    answer = AssistantMessage(content=None, tool_calls=[call])
+    partial = chat_usage({"prompt_tokens": 11, "completion_tokens": None}, request, answer)
+    # the output is the tool call's arguments, {"q": "cat"}: 9 pieces
+    assert (partial.input_tokens, partial.output_tokens, partial.estimated) == (11, 9, True)
+    zeros = chat_usage({"prompt_tokens": 0, "completion_tokens": 0}, request, answer)
+    assert (zeros.input_tokens, zeros.output_tokens, zeros.estimated) == (0, 0, False)
+    chinese = chat(messages=[{"role": "user", "content": "退款需要多久"}])
+    assert chat_usage(None, chinese, AssistantMessage(content="十四天")).input_tokens == 6
+
+
+def test_anthropic_usage_it_leaves_out_is_estimated_from_the_request_and_answer() -> None:
+    request = chat(messages=[{"role": "user", "content": "how are you today"}])
+    answer = {"content": [{"type": "thinking", "thinking": "hm"}, {"type": "text", "text": "fine, thanks"}]}
+    none = parse_message({**answer, "usage": None}, "claude", request)
+    assert (none.usage.input_tokens, none.usage.output_tokens, none.usage.estimated) == (4, 4, True)
+    no_input = parse_message({**answer, "usage": {"output_tokens": 12}}, "claude", request)
+    assert (no_input.usage.input_tokens, no_input.usage.output_tokens, no_input.usage.estimated) == (
+        4,
+        12,
+        True,
+    )
+    whole = parse_message({**answer, "usage": {"input_tokens": 0, "output_tokens": 12}}, "claude", request)
+    assert (whole.usage.input_tokens, whole.usage.estimated) == (0, False)
+
+
+async def test_embeddings_without_a_token_count_are_estimated() -> None:
+    from aijobs.providers.openai import OpenAIEmbed
+    from aijobs.types.embed import EmbedInput
+
+    rows = [{"index": 0, "embedding": [0.1, 0.2]}, {"index": 1, "embedding": [0.3, 0.4]}]
+    request = EmbedInput(input=["a red fox", "一只红狐狸"])
+    for usage, expected in [
+        ({"prompt_tokens": 8, "total_tokens": 8}, (8, False)),
+        ({"total_tokens": 8}, (8, False)),  # vendors that give only the total
+        (None, (3 + 5, True)),
+    ]:
+        body = orjson.dumps({"data": rows, "usage": usage})
+        async with canned_server(body) as base, httpx2.AsyncClient() as client:
+            config = ProviderConfig(kind="openai", preset="openai", base_url=base)
+            result = await OpenAIEmbed(ProviderContext("p", config, "k", client, {})).run("m", request)
+        assert (result.usage.input_tokens, result.usage.estimated) == expected

@@ -68,7 +68,7 @@ class AnthropicChat:
             self.context, self.url, messages_body(model, request), model=model, headers=self.headers,
             timeouts=self.timeouts,
         )  # fmt: skip
-        return self._result(model, data)
+        return self._result(model, data, request)
 
     async def run_streaming(self, model: str, request: ChatInput, on_delta: OnDelta) -> ChatResult:
         """The same answer, streamed as Messages API events and assembled into one message."""
@@ -84,11 +84,11 @@ class AnthropicChat:
                 on_delta(delta)
         for index, parts in partial_json.items():
             message["content"][index]["input"] = orjson.loads("".join(parts) or "{}")
-        return self._result(model, message)
+        return self._result(model, message, request)
 
-    def _result(self, model: str, data: Any) -> ChatResult:
+    def _result(self, model: str, data: Any, request: ChatInput) -> ChatResult:
         try:
-            return parse_message(data, model)
+            return parse_message(data, model, request)
         except (KeyError, TypeError, ValueError, AttributeError):
             raise ProviderBadResponse(
                 f"{self.context.name} {model}: the answer is not a Messages API message",
@@ -223,12 +223,9 @@ def _json_instruction(request: ChatInput) -> str:
     return "Answer with a single JSON object, and nothing else."
 
 
-def _estimate(message: AssistantMessage) -> int:
-    return count_tokens(message.content or "")
-
-
-def parse_message(data: dict[str, Any], model: str) -> ChatResult:
-    """A Messages API answer as our chat result."""
+def parse_message(data: dict[str, Any], model: str, request: ChatInput | None = None) -> ChatResult:
+    """A Messages API answer as our chat result; counts its ``usage`` leaves out are estimated (the
+    input's from ``request``) and the usage flagged as such."""
     texts, thoughts, calls = [], [], []
     for block in data["content"]:
         kind = block.get("type")
@@ -249,16 +246,21 @@ def parse_message(data: dict[str, Any], model: str) -> ChatResult:
     usage = http.as_dict(data.get("usage"))
     cache_read = int(usage.get("cache_read_input_tokens") or 0)
     cache_write = int(usage.get("cache_creation_input_tokens") or 0)
+    fresh, output = usage.get("input_tokens"), usage.get("output_tokens")
+    estimated = fresh is None or output is None
+    if fresh is None:
+        fresh = sum(count_tokens(m.text()) for m in request.messages) if request else 0
+    if output is None:  # thinking is billed as output
+        output = count_tokens(message.content or "") + count_tokens(message.reasoning or "")
+        output += count_tokens("".join(call.function.arguments for call in calls))
     return ChatResult(
         message=message,
         finish_reason=_FINISH.get(data.get("stop_reason") or "end_turn", "stop"),
         model=data.get("model") or model,
         usage=Usage(
-            input_tokens=int(usage.get("input_tokens") or 0) + cache_read + cache_write,
-            output_tokens=int(usage.get("output_tokens") or 0)
-            if usage
-            else count_tokens(message.content or ""),
+            input_tokens=int(fresh) + cache_read + cache_write,
+            output_tokens=int(output),
             cached_tokens=cache_read,
-            estimated=not usage,
+            estimated=estimated,
         ),
     )

@@ -216,19 +216,25 @@ def _tool_call(wire: dict[str, Any]) -> ToolCall:
 
 
 def chat_usage(wire: Any, request: ChatInput, message: AssistantMessage) -> Usage:
-    """Tokens from the answer's ``usage`` block, or an estimate flagged as such when there is none."""
-    if not isinstance(wire, dict) or "prompt_tokens" not in wire:
+    """Tokens from the answer's ``usage`` block; a count it leaves out (or null) is estimated, and the
+    usage flagged as such."""
+    wire = http.as_dict(wire)
+    prompt, completion = wire.get("prompt_tokens"), wire.get("completion_tokens")
+    estimated = prompt is None or completion is None
+    if prompt is None:
         prompt = sum(count_tokens(m.text()) for m in request.messages)
+    if completion is None:
         completion = count_tokens(message.content or "") + count_tokens(message.reasoning or "")
-        return Usage(input_tokens=prompt, output_tokens=completion, estimated=True)
+        completion += count_tokens("".join(call.function.arguments for call in message.tool_calls or []))
     prompt_details = http.as_dict(wire.get("prompt_tokens_details"))
     completion_details = http.as_dict(wire.get("completion_tokens_details"))
     cached = prompt_details.get("cached_tokens") or wire.get("prompt_cache_hit_tokens") or 0  # DeepSeek
     return Usage(
-        input_tokens=int(wire.get("prompt_tokens") or 0),
-        output_tokens=int(wire.get("completion_tokens") or 0),
+        input_tokens=int(prompt),
+        output_tokens=int(completion),
         cached_tokens=int(cached),
         reasoning_tokens=int(completion_details.get("reasoning_tokens") or 0),
+        estimated=estimated,
     )
 
 
@@ -257,5 +263,5 @@ class OpenAIEmbed(_OpenAIKind):
             raise self._bad(model, "the answer has no data[].embedding", data) from None
         if len(vectors) != len(texts):
             raise self._bad(model, f"{len(vectors)} embeddings for {len(texts)} inputs", data)
-        usage = data.get("usage")
-        return vectors, usage.get("prompt_tokens") if isinstance(usage, dict) else None
+        usage = http.as_dict(data.get("usage"))  # some vendors give only total_tokens (the same here)
+        return vectors, usage.get("prompt_tokens", usage.get("total_tokens"))

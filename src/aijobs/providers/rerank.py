@@ -3,10 +3,15 @@ Volcengine Ark, Baidu Qianfan), ``jina``, ``voyage`` and ``dashscope`` (Alibaba'
 
 They differ only in where the request goes, how it is shaped and where the scores come back; each
 class says exactly that and nothing else.
+
+Usage is what the provider billed: ``units`` are search units where it reports them (Cohere; ``0`` is
+``0``), ``input_tokens`` the tokens it counted (the token-billed ones report no search units, so
+theirs are ``0``). An answer that reports neither is estimated, both counts, and marked so.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any, ClassVar
 
 import orjson
@@ -19,6 +24,24 @@ from aijobs.providers.presets import preset_for
 from aijobs.tokens import count_tokens
 from aijobs.types.common import Usage
 from aijobs.types.rerank import RerankHit, RerankInput, RerankResult
+
+#: Cohere's search unit: one query over up to 100 documents, a document longer than 500 tokens (with
+#: the query) counting once per 500.
+SEARCH_DOCUMENTS = 100
+CHUNK_TOKENS = 500
+
+
+def estimated_usage(request: RerankInput) -> Usage:
+    """The tokens (the query once per document, plus the documents) and search units of ``request``,
+    for an answer that reports no usage."""
+    query = count_tokens(request.query)
+    documents = [count_tokens(document) for document in request.documents]
+    chunks = sum(max(1, math.ceil((query + tokens) / CHUNK_TOKENS)) for tokens in documents)
+    return Usage(
+        input_tokens=query * len(documents) + sum(documents),
+        units=float(math.ceil(chunks / SEARCH_DOCUMENTS)),
+        estimated=True,
+    )
 
 
 class _Rerank:
@@ -73,14 +96,10 @@ class _Rerank:
         return rows
 
     def usage(self, data: Any, request: RerankInput) -> Usage:
-        usage = data.get("usage")
-        tokens = usage.get("total_tokens") if isinstance(usage, dict) else None
+        tokens = http.as_dict(data.get("usage")).get("total_tokens")
         if tokens is None:
-            estimate = count_tokens(request.query) * len(request.documents) + sum(
-                map(count_tokens, request.documents)
-            )
-            return Usage(input_tokens=estimate, units=1, estimated=True)
-        return Usage(input_tokens=int(tokens), units=1)
+            return estimated_usage(request)
+        return Usage(input_tokens=int(tokens))  # billed per token: no search units
 
 
 class CohereRerank(_Rerank):
@@ -95,10 +114,11 @@ class CohereRerank(_Rerank):
     def usage(self, data: Any, request: RerankInput) -> Usage:
         meta = http.as_dict(data.get("meta"))
         billed, counted = http.as_dict(meta.get("billed_units")), http.as_dict(meta.get("tokens"))
-        units, tokens = billed.get("search_units"), counted.get("input_tokens")
+        units = billed.get("search_units")  # Cohere's; 0 is 0 (nothing billed), never 1
+        tokens = counted.get("input_tokens", billed.get("input_tokens"))  # SiliconFlow's, Ark's
         if units is None and tokens is None:
             return super().usage(data, request)
-        return Usage(input_tokens=int(tokens or 0), units=float(units or 1))
+        return Usage(input_tokens=int(tokens or 0), units=float(units or 0))
 
 
 class JinaRerank(_Rerank):

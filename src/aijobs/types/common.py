@@ -26,7 +26,12 @@ ImageRef = Field(
 
 
 class Usage(BaseModel):
-    """What a job consumed. ``units`` counts images or seconds of audio/video for media jobs."""
+    """What a job consumed. ``units`` counts images or seconds of audio/video for media jobs, and the
+    search units a reranker billed (``0`` for the token-billed ones).
+
+    ``estimated``: some count is aijobs's own, the provider having reported none. ``cost_usd`` is
+    ``None`` when unknown: no price, or an estimate with nothing to count (never a silent ``0``).
+    """
 
     input_tokens: int = 0
     output_tokens: int = 0
