@@ -146,3 +146,16 @@ async def test_a_day_exports_to_jsonl_with_one_line_per_job_and_attempt(redis: R
     assert lines[1]["job_id"] == "job_0" and lines[3]["provider"] == "b"
     assert "attempt_records" not in lines[0]
     assert await redis.get(Keys.ledger_exported(day)) == stored.sha256.encode()
+
+
+async def test_an_estimate_that_counted_nothing_is_an_unknown_cost(redis: Redis) -> None:
+    store = JobStore(redis, job_ttl_s=600)
+    tenant = f"t{uuid.uuid4().hex[:8]}"
+    job = await running_job(store, tenant)
+    unknown = {"units": 0.0, "estimated": True, "cost_usd": None}
+    entry = ledger.entry(job, JobStatus.SUCCEEDED, attempts=ATTEMPTS[2:], usage=unknown, target=("b", "m2"))
+    assert entry.record["cost_known"] is False
+    await store.transition(job.id, JobStatus.SUCCEEDED, ledger=entry)
+    today = date.fromisoformat(day_of(time.time()))
+    [row] = await usage.usage(redis, group_by="feature", since=today, until=today, tenant=tenant)
+    assert (row["cost_unknown_jobs"], row["cost_known"]) == (1, False)

@@ -126,7 +126,8 @@ def entry(
     started = job.started_at
     latency_ms = (finished_at - started) * 1000 if started else None
     cost = usage.get("cost_usd")
-    consumed = any(usage.get(name) for name in (*_TOKENS, "units"))
+    # An estimate that counted nothing is an unknown cost, not a free job.
+    consumed = any(usage.get(name) for name in (*_TOKENS, "units")) or bool(usage.get("estimated"))
     record: dict[str, Any] = {
         "record": "job", "id": job.id, "tenant": job.tenant, "feature": job.feature, "type": job.type,
         "lane": job.lane, "status": status.value, "provider": provider, "model": model,

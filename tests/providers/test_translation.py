@@ -351,3 +351,37 @@ async def test_embeddings_without_a_token_count_are_estimated() -> None:
             config = ProviderConfig(kind="openai", preset="openai", base_url=base)
             result = await OpenAIEmbed(ProviderContext("p", config, "k", client, {})).run("m", request)
         assert (result.usage.input_tokens, result.usage.estimated) == expected
+
+
+def test_openai_kinds_send_anothers_thought_signatures_only_to_gemini() -> None:
+    signed = {"google": {"thought_signature": "c2lnbmF0dXJl"}}
+    call = {
+        "id": "c1",
+        "type": "function",
+        "function": {"name": "f", "arguments": "{}"},
+        "extra_content": signed,
+    }
+    request = chat(
+        messages=[
+            {"role": "user", "content": "weather?"},
+            {"role": "assistant", "content": None, "tool_calls": [call]},
+            {"role": "tool", "tool_call_id": "c1", "content": "sunny"},
+        ]
+    )
+    deepseek = openai_chat("deepseek").body("m", request)
+    assert "extra_content" not in orjson.dumps(deepseek).decode()
+    gemini = openai_chat("gemini-openai").body("m", request)
+    assert gemini["messages"][1]["tool_calls"][0]["extra_content"] == signed
+
+
+async def test_gemini_counts_it_leaves_out_are_estimated() -> None:
+    both = b'{"candidates": [{"content": {"parts": [{"text": "hello there"}]}}], "usageMetadata": {"promptTokenCount": 7, "candidatesTokenCount": 2}}'
+    reported = await answer_with(both, "gemini")
+    assert (reported.usage.input_tokens, reported.usage.output_tokens, reported.usage.estimated) == (
+        7,
+        2,
+        False,
+    )
+    no_output = b'{"candidates": [{"content": {"parts": [{"text": "hello there"}]}}], "usageMetadata": {"promptTokenCount": 7}}'
+    partial = await answer_with(no_output, "gemini")
+    assert (partial.usage.input_tokens, partial.usage.output_tokens, partial.usage.estimated) == (7, 2, True)

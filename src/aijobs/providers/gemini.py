@@ -287,16 +287,22 @@ def _calling_config(choice: str | NamedToolChoice) -> dict[str, Any]:
 
 
 def _usage(wire: Any, request: ChatInput, message: AssistantMessage) -> Usage:
-    if not isinstance(wire, dict) or ("candidatesTokenCount" not in wire and "promptTokenCount" not in wire):
-        prompt = sum(count_tokens(m.text()) for m in request.messages)
-        return Usage(input_tokens=prompt, output_tokens=count_tokens(message.content or ""), estimated=True)
+    """Gemini's ``usageMetadata``; a count it leaves out is estimated and marked so (it omits zeros,
+    so a missing output count on an empty answer stays 0)."""
+    wire = wire if isinstance(wire, dict) else {}
+    prompt, out = wire.get("promptTokenCount"), wire.get("candidatesTokenCount")
+    estimated = False
+    if prompt is None:
+        prompt, estimated = sum(count_tokens(m.text()) for m in request.messages), True
+    if out is None and (message.content or message.tool_calls):
+        arguments = "".join(call.function.arguments for call in message.tool_calls or [])
+        out, estimated = count_tokens(message.content or "") + count_tokens(arguments), True
     thoughts = int(wire.get("thoughtsTokenCount") or 0)
     return Usage(
-        input_tokens=int(wire.get("promptTokenCount") or 0),
-        output_tokens=int(wire.get("candidatesTokenCount") or 0) + thoughts,
-        cached_tokens=int(wire.get("cachedContentTokenCount") or 0),
-        reasoning_tokens=thoughts,
-    )
+        input_tokens=int(prompt), output_tokens=int(out or 0) + thoughts,
+        cached_tokens=int(wire.get("cachedContentTokenCount") or 0), reasoning_tokens=thoughts,
+        estimated=estimated,
+    )  # fmt: skip
 
 
 class GeminiEmbed(_GeminiKind):

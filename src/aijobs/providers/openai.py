@@ -19,6 +19,7 @@ from aijobs.providers.presets import Preset, preset_for
 from aijobs.providers.sse import OnDelta
 from aijobs.tokens import count_tokens
 from aijobs.types.chat import (
+    WITHOUT_EXTRAS,
     AssistantMessage,
     ChatDelta,
     ChatInput,
@@ -125,7 +126,13 @@ class OpenAIChat(_OpenAIKind):
         """The wire request: our input is OpenAI-shaped, so this is a dump plus the preset's quirks."""
         body: dict[str, Any] = {
             "model": model,
-            **request.model_dump(mode="json", by_alias=True, exclude_none=True),
+            # Another provider's state (Gemini's thought signatures) only for a vendor that reads it.
+            **request.model_dump(
+                mode="json",
+                by_alias=True,
+                exclude_none=True,
+                exclude=None if self.preset.extra_content else WITHOUT_EXTRAS,
+            ),
         }
         if "max_tokens" in body and self.preset.max_tokens_field != "max_tokens":
             body[self.preset.max_tokens_field] = body.pop("max_tokens")

@@ -28,6 +28,8 @@ class Preset:
     embeddings: bool = True
     embed_batch: int = 2048
     region: str = "global"
+    #: Whether ``extra_content`` (Gemini's thought signatures) is sent back: only Gemini reads it.
+    extra_content: bool = False
 
 
 PRESETS: Mapping[str, Preset] = MappingProxyType(
@@ -67,7 +69,9 @@ PRESETS: Mapping[str, Preset] = MappingProxyType(
         "groq": Preset("https://api.groq.com/openai/v1", embeddings=False),
         "together": Preset("https://api.together.xyz/v1"),
         "openrouter": Preset("https://openrouter.ai/api/v1", embeddings=False),
-        "gemini-openai": Preset("https://generativelanguage.googleapis.com/v1beta/openai"),
+        "gemini-openai": Preset(
+            "https://generativelanguage.googleapis.com/v1beta/openai", extra_content=True
+        ),
         "ollama": Preset("http://127.0.0.1:11434/v1"),
         "vllm": Preset("http://127.0.0.1:8000/v1"),
         "cohere": Preset("https://api.cohere.com/v2"),
