@@ -218,3 +218,31 @@ async def test_an_empty_idempotency_key_is_refused_not_shared(client: httpx2.Asy
     response = await client.post("/v1/jobs", json=chat("x"), headers={"Idempotency-Key": ""})
     assert response.status_code == 422
     assert response.json()["error"]["param"] == "idempotency-key"
+
+
+#: Longer than any URL the API accepts (MAX_URL_LENGTH, 8,192) and than httpx2's own 65,536.
+LONG_URL = "https://93.184.215.14/" + "a" * 70_000
+_USER = {"role": "user", "content": [{"type": "image_url", "image_url": {"url": LONG_URL}}]}
+
+
+@pytest.mark.parametrize(
+    ("body", "param"),
+    [
+        ({"type": "image", "input": {"prompt": "x", "image": LONG_URL}}, "input.image"),
+        ({"type": "video", "input": {"prompt": "x", "image": LONG_URL}}, "input.image"),
+        ({"type": "chat", "input": {"messages": [_USER]}}, "input.messages.0.content.0.image_url.url"),
+        ({**chat("x"), "webhook": {"url": LONG_URL}}, "webhook.url"),
+    ],
+)
+async def test_an_over_long_url_is_422_naming_the_field(
+    client: httpx2.AsyncClient, body: dict[str, Any], param: str
+) -> None:
+    response = await client.post("/v1/jobs", json=body)
+    assert response.status_code == 422, response.text
+    assert response.json()["error"]["param"] == param
+
+
+async def test_an_over_long_webhook_endpoint_url_is_422(client: httpx2.AsyncClient) -> None:
+    response = await client.post("/v1/webhooks", json={"url": LONG_URL})
+    assert response.status_code == 422, response.text
+    assert response.json()["error"]["param"] == "url"

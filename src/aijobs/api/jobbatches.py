@@ -26,10 +26,12 @@ from aijobs.api.deps import Services
 from aijobs.api.jobs import invalid_request, validate_job
 from aijobs.batches import NATIVE_ENDPOINT, Batch, new_batch_id
 from aijobs.errors import InvalidRequest
-from aijobs.inputs import check_image_ref
+from aijobs.inputs import check_chat_images, check_image_ref
+from aijobs.outbound import Names
 from aijobs.queue import BATCH_LANE, RUN_BATCH, batch_tick_id
 from aijobs.routing.policy import Feature
 from aijobs.types import FEATURE_PATTERN, MAX_METADATA_KEYS, JobType
+from aijobs.types.chat import ChatInput
 from aijobs.types.common import Strict
 
 #: The feature a batch's lines take when none is named (if it serves their job type).
@@ -95,11 +97,14 @@ async def _checked_lines(
     """Each input as its line; a 400 listing every bad input (by index) otherwise."""
     lines: list[bytes] = []
     problems: list[dict[str, Any]] = []
+    names: Names = {}  # each host resolved once for the whole batch
     for index, item in enumerate(inputs):
         try:  # as POST /v1/jobs checks its input: errors name input.<field>
             checked = validate_job({"type": job_type, "input": item}).input
             if (image := getattr(checked, "image", None)) is not None:
-                await check_image_ref(image, owner, svc.files, svc.guard)
+                await check_image_ref(image, owner, svc.files, svc.guard, names=names)
+            if isinstance(checked, ChatInput):
+                await check_chat_images(checked, svc.guard, param_prefix="input.", names=names)
         except InvalidRequest as error:
             where = (error.param or "input").removeprefix("input")
             message = error.message.removeprefix(f"{error.param}: ") if error.param else error.message

@@ -18,11 +18,12 @@ from redis.exceptions import RedisError
 from aijobs import ledger
 from aijobs.api.deps import Services, services, tenant
 from aijobs.errors import Canceled, Conflict, InvalidRequest, NotFound
-from aijobs.inputs import check_image_ref, check_url
+from aijobs.inputs import check_chat_images, check_image_ref, check_url
 from aijobs.jobs import TERMINAL, Job, JobStatus, is_job_id
 from aijobs.queue import delivery, poll_id
 from aijobs.store import IdempotencyConflict
 from aijobs.types import JOB_TYPES, JobRequest
+from aijobs.types.chat import ChatInput
 from aijobs.views import job_view
 
 log = logging.getLogger(__name__)
@@ -127,6 +128,8 @@ async def submit(
     image = getattr(job_request.input, "image", None)
     if image is not None:  # a file that isn't the caller's, a URL the worker would refuse: 422 now
         await check_image_ref(image, owner, svc.files, svc.guard)
+    if isinstance(job_request.input, ChatInput):  # a provider fetches these itself: the same rules
+        await check_chat_images(job_request.input, svc.guard, param_prefix="input.")
     webhook = None
     if job_request.webhook is not None:
         webhook = job_request.webhook.model_dump(mode="json")

@@ -7,6 +7,9 @@ Each line is ``{"custom_id": ..., "method": "POST", "url": <endpoint>, "body": {
 - ``body``: that endpoint's request, validated as the endpoint itself would (``stream`` is refused:
   a batch line has nobody to stream to).
 
+With the outbound guard given, a chat line's image URLs must pass it, as ``POST /v1/chat/completions``
+checks them (``body.messages.N.content.M.image_url.url``).
+
 Problems are collected per line (up to :data:`MAX_REPORTED`) with the line's number, so a caller
 can fix a file in one pass. Memory grows with the number of distinct ``custom_id`` values only.
 """
@@ -26,7 +29,10 @@ from aijobs.api.openai.chat import ChatCompletionRequest
 from aijobs.api.openai.vectors import EmbeddingsRequest, RerankRequest
 from aijobs.api.openai.wire import parse, parse_fields, usage_block
 from aijobs.errors import InvalidRequest
+from aijobs.inputs import check_chat_images
 from aijobs.jobs import Job, JobStatus
+from aijobs.outbound import Guard, Names
+from aijobs.types.chat import ChatInput
 from aijobs.types.embed import EmbedInput
 from aijobs.types.rerank import RerankInput
 
@@ -71,9 +77,12 @@ class Checked:
             self.errors.append(error)
 
 
-async def check(chunks: AsyncIterable[bytes], max_lines: int, max_line_bytes: int) -> Checked:
+async def check(
+    chunks: AsyncIterable[bytes], max_lines: int, max_line_bytes: int, *, guard: Guard | None = None
+) -> Checked:
     """Read ``chunks`` (a JSONL file) once and check every line (see the module docstring)."""
     checked, seen = Checked(), set[bytes]()
+    lines = _Lines(checked, seen, guard, {})
     number, rest = 0, b""
     async for chunk in chunks:
         *complete, rest = (rest + chunk).split(b"\n")
@@ -82,10 +91,10 @@ async def check(chunks: AsyncIterable[bytes], max_lines: int, max_line_bytes: in
             return checked
         for raw in complete:
             number += 1
-            _check_line(raw, number, checked, seen)
+            await lines.check(raw, number)
     if rest.strip():
         number += 1
-        _check_line(rest, number, checked, seen)
+        await lines.check(rest, number)
     if checked.lines > max_lines:
         checked.fail(LineError(number, f"the file has {checked.lines} requests; the limit is {max_lines}"))
     if checked.lines == 0 and not checked.error_count:
@@ -93,24 +102,38 @@ async def check(chunks: AsyncIterable[bytes], max_lines: int, max_line_bytes: in
     return checked
 
 
-def _check_line(raw: bytes, number: int, checked: Checked, seen: set[bytes]) -> None:
-    if not raw.strip():
-        return
-    checked.lines += 1
-    try:
-        request = request_line(raw)
-    except InvalidRequest as exc:
-        checked.fail(LineError(number, exc.message, exc.param))
-        return
-    url, custom_id = request.url, request.custom_id
-    if checked.endpoint is None:
-        checked.endpoint = url
-    elif url != checked.endpoint:
-        checked.fail(LineError(number, f"url: every line must call {checked.endpoint}, not {url}", "url"))
-    digest = hashlib.blake2b(custom_id.encode(), digest_size=16).digest()
-    if digest in seen:
-        checked.fail(LineError(number, f"custom_id: {custom_id!r} is used by an earlier line", "custom_id"))
-    seen.add(digest)
+@dataclass(slots=True)
+class _Lines:
+    """One file's check: what was found, the ``custom_id`` digests seen, the hosts resolved."""
+
+    checked: Checked
+    seen: set[bytes]
+    guard: Guard | None
+    names: Names
+
+    async def check(self, raw: bytes, number: int) -> None:
+        if not raw.strip():
+            return
+        checked, seen = self.checked, self.seen
+        checked.lines += 1
+        try:
+            request = request_line(raw)
+            if self.guard is not None and isinstance(request.input, ChatInput):
+                await check_chat_images(request.input, self.guard, param_prefix="body.", names=self.names)
+        except InvalidRequest as exc:
+            checked.fail(LineError(number, exc.message, exc.param))
+            return
+        url, custom_id = request.url, request.custom_id
+        if checked.endpoint is None:
+            checked.endpoint = url
+        elif url != checked.endpoint:
+            message = f"url: every line must call {checked.endpoint}, not {url}"
+            checked.fail(LineError(number, message, "url"))
+        digest = hashlib.blake2b(custom_id.encode(), digest_size=16).digest()
+        if digest in seen:
+            message = f"custom_id: {custom_id!r} is used by an earlier line"
+            checked.fail(LineError(number, message, "custom_id"))
+        seen.add(digest)
 
 
 @dataclass(frozen=True, slots=True)
