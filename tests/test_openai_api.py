@@ -364,3 +364,26 @@ async def test_batch_input_files_upload_checked_and_download(sdk: AsyncOpenAI) -
     error: Any = bad.value.body
     assert error["param"] == "file" and error["message"].startswith("file: 2 bad line(s); the first, line 4")
     assert [(d["line"], d["param"]) for d in error["details"]] == [(4, "url"), (5, None)]
+
+
+METADATA_IMAGE = {"type": "image_url", "image_url": {"url": "http://169.254.169.254/latest/meta-data"}}
+
+
+async def test_a_chat_image_the_guard_refuses_is_a_400_naming_the_part(sdk: AsyncOpenAI) -> None:
+    messages: Any = [{"role": "user", "content": [{"type": "text", "text": "what is this?"}, METADATA_IMAGE]}]
+    with pytest.raises(openai.BadRequestError) as refused:
+        await sdk.chat.completions.create(model="support-chat", messages=messages)
+    error: Any = refused.value.body
+    assert error["param"] == "messages.0.content.1.image_url.url"
+    assert "169.254.169.254" in error["message"]
+
+
+async def test_a_batch_file_with_a_guarded_chat_image_is_refused_at_upload(sdk: AsyncOpenAI) -> None:
+    body = {"model": "support-chat", "messages": [{"role": "user", "content": [METADATA_IMAGE]}]}
+    line = {"custom_id": "r0", "method": "POST", "url": "/v1/chat/completions", "body": body}
+    with pytest.raises(openai.BadRequestError) as refused:
+        await sdk.files.create(file=("images.jsonl", orjson.dumps(line) + b"\n"), purpose="batch")
+    error: Any = refused.value.body
+    assert [(d["line"], d["param"]) for d in error["details"]] == [
+        (1, "body.messages.0.content.0.image_url.url")
+    ]

@@ -72,7 +72,9 @@ async def _checked(svc: Services, purpose: str, upload: UploadFile) -> tuple[str
 async def _batch_lines(svc: Services, upload: UploadFile) -> batchfile.Checked:
     """What a batch input file holds; a 400 listing its bad lines otherwise."""
     settings = svc.settings
-    checked = await batchfile.check(_chunks(upload), settings.max_batch_lines, settings.max_batch_line_bytes)
+    checked = await batchfile.check(
+        _chunks(upload), settings.max_batch_lines, settings.max_batch_line_bytes, guard=svc.guard
+    )
     if checked.error_count:
         first = checked.errors[0]
         message = f"file: {checked.error_count} bad line(s); the first, line {first.line}: {first.message}"

@@ -29,6 +29,7 @@ from aijobs.api.deps import Services, services, tenant
 from aijobs.api.errors import error_body, status_for
 from aijobs.api.openai.wire import answer, failed, job_headers, metadata, parse, usage_block
 from aijobs.calls import Call
+from aijobs.inputs import check_chat_images
 from aijobs.jobs import Job
 from aijobs.routing.policy import Feature
 from aijobs.routing.router import Stream
@@ -95,6 +96,7 @@ async def chat_completions(request: Request, svc: Svc, owner: Tenant) -> Respons
 async def complete(svc: Services, owner: str, raw: bytes) -> Response:
     """Answer one chat completion request body for ``owner``."""
     body = parse(ChatCompletionRequest, raw)
+    await check_chat_images(body, svc.guard, param_prefix="")
     feature = svc.catalog.feature(body.model, "chat")
     chat = body.chat_input()
     job = svc.calls.new_job(owner, feature, chat, metadata(body.user, body.metadata))
