@@ -2,6 +2,9 @@
 
 Long-running tasks go submit → queued → running → succeeded through separate poll jobs; outputs are
 copied into S3 and served by our signed URLs; a task id means no fallback; cancel reaches upstream.
+Never paying twice: a submit answered 2xx unreadably is never repeated; a worker killed mid-submit
+leaves a job whose next run adopts the task it made (Kling names tasks after their job), submits again
+when none was made, and fails when the provider cannot be asked.
 """
 
 from __future__ import annotations
@@ -52,8 +55,47 @@ timeout_s = 2
 type = "video"
 route = ["fal:fal-ai/kling-video/v2.1/standard/text-to-video"]
 attempts = 1
+
+[providers.veo]
+kind = "gemini"
+base_url = "{fakes}/veo"
+api_key_env = "GEMINI_API_KEY"
+[providers.veo.tasks]
+poll_interval_s = 0.2
+poll_interval_cap_s = 0.5
+
+[providers.ark]
+kind = "ark"
+base_url = "{fakes}/ark"
+api_key_env = "ARK_API_KEY"
+[providers.ark.tasks]
+poll_interval_s = 0.2
+poll_interval_cap_s = 0.5
+
+# Two attempts and a fallback each: a submit whose outcome is unknown must use neither.
+[features.clips-veo]
+type = "video"
+route = ["veo:veo-3.0-fast-generate-001", "sim:sim-video"]
+attempts = 2
+
+[features.clips-ark]
+type = "video"
+route = ["ark:doubao-seedance-1-0-pro-250528", "sim:sim-video"]
+attempts = 2
+
+# Room for a worker to be killed while its submit waits for Kling's answer.
+[features.clips-named]
+type = "video"
+route = ["kling:kling-v2-1"]
+attempts = 1
+timeout_s = 40
 """
-ENV = {"KLING_API_KEY": "test-access|test-secret", "FAL_KEY": "fal-test-key-0000"}
+ENV = {
+    "KLING_API_KEY": "test-access|test-secret",
+    "FAL_KEY": "fal-test-key-0000",
+    "GEMINI_API_KEY": "gemini-test-key-0000",
+    "ARK_API_KEY": "ark-test-key-0000",
+}
 
 
 def routing_text(fakes: str, first_poll_s: float = 0.2) -> str:
@@ -239,3 +281,132 @@ async def _kill_between_submit_and_poll(
 def restart(svc: Service, process: subprocess.Popen[bytes], log: Path) -> subprocess.Popen[bytes]:
     with log.open("ab") as out:
         return subprocess.Popen(process.args, env=svc.env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
+
+
+@pytest.mark.parametrize(
+    ("feature", "provider", "body"),
+    [("clips-veo", "veo", "<html>502 Bad Gateway</html>"), ("clips-ark", "ark", '{"status": "accepted"}')],
+    ids=["veo-not-json", "ark-no-id"],
+)
+async def test_a_submit_answered_2xx_unreadably_is_never_made_twice(
+    api: httpx2.AsyncClient, media_fakes: str, feature: str, provider: str, body: str
+) -> None:
+    async with httpx2.AsyncClient() as http:
+        await inject(http, media_fakes, provider=provider, step="submit", body=body)
+    job = (await wait_for(api, await submit(api, feature, prompt="answered but unreadable")))[-1]
+    assert job["status"] == "failed" and job["error"]["code"] == "provider_timeout"
+    assert "may exist upstream" in job["error"]["message"]
+    assert [a["provider"] for a in job["attempts"]] == [provider]  # no retry, no fallback to the sim
+    async with httpx2.AsyncClient() as http:
+        tasks = await farm(http, media_fakes)
+        creates = [r for r in await farm(http, media_fakes, "requests") if r["method"] == "POST"]
+    assert len(tasks) == 1 and len(creates) == 1  # one task upstream, paid once
+
+
+async def test_seedance_jobs_are_billed_by_their_tokens(api: httpx2.AsyncClient, media_fakes: str) -> None:
+    jobs = {}
+    for resolution in ("720p", "1080p"):
+        job_id = await submit(api, "clips-ark", prompt="a lighthouse", duration_s=5, resolution=resolution)
+        jobs[resolution] = (await wait_for(api, job_id))[-1]
+        assert jobs[resolution]["status"] == "succeeded", jobs[resolution]["error"]
+    for resolution, (width, height) in {"720p": (1248, 704), "1080p": (1920, 1088)}.items():
+        usage = jobs[resolution]["usage"]
+        assert usage["output_tokens"] == width * height * 24 * 5 // 1024  # Ark's count, from the poll
+        assert usage["cost_usd"] == pytest.approx(usage["output_tokens"] * 15 / 1_000_000 * 0.14)
+    assert jobs["1080p"]["usage"]["cost_usd"] > 2 * jobs["720p"]["usage"]["cost_usd"]
+
+
+def crash_routing(fakes: str) -> str:
+    """The media routing with short leases: a killed worker's job runs again within 2 s."""
+    return routing_text(fakes).replace("[lanes.media]\n", "[lanes.media]\nlease_s = 2\n", 1)
+
+
+def test_a_worker_killed_while_kling_answers_its_submit_adopts_the_task(
+    redis_url: str, s3_endpoint: str, media_fakes_url: str, tmp_path: Path
+) -> None:
+    """Kling made the task, then the worker died before the answer came: the job's next run finds the
+    task by the name the submit gave it (the job id) and polls it, instead of failing or paying twice."""
+    fault = {"provider": "kling", "step": "submit", "answer_delay_s": 30}
+    with run_service(
+        own_db(redis_url, 10), s3_endpoint, "aijobs-test", crash_routing(media_fakes_url), tmp_path, ENV
+    ) as svc:
+        final, tasks, journal = asyncio.run(
+            _killed_mid_submit(svc, media_fakes_url, tmp_path, fault, "clips-named")
+        )
+    assert final["status"] == "succeeded", final
+    (task,) = tasks  # exactly one task upstream
+    assert task["body"]["external_task_id"] == final["id"] and final["task"]["id"] == task["id"]
+    assert [r["method"] for r in journal if r["path"].endswith("/text2video")] == [
+        "POST"
+    ]  # never resubmitted
+    assert any(r["path"].endswith(f"/text2video/{final['id']}") for r in journal)  # looked up by name
+    (attempt,) = final["attempts"]
+    assert attempt["adopted"] is True and attempt["task_id"] == task["id"] and attempt["polls"] >= 1
+    assert final["route"]["fallback_path"] == ["kling:kling-v2-1"]
+
+
+def test_a_worker_killed_before_its_submit_reached_kling_submits_it_once_more(
+    redis_url: str, s3_endpoint: str, media_fakes_url: str, tmp_path: Path
+) -> None:
+    """The worker died while Kling had not yet read its request: no task exists under the job's name,
+    so the next run submits again, once."""
+    fault = {"provider": "kling", "step": "submit", "hold_s": 30}
+    with run_service(
+        own_db(redis_url, 11), s3_endpoint, "aijobs-test", crash_routing(media_fakes_url), tmp_path, ENV
+    ) as svc:
+        final, tasks, journal = asyncio.run(
+            _killed_mid_submit(svc, media_fakes_url, tmp_path, fault, "clips-named")
+        )
+    assert final["status"] == "succeeded", final
+    (task,) = tasks
+    assert task["body"]["external_task_id"] == final["id"] and final["task"]["id"] == task["id"]
+    lookups = [
+        r for r in journal if r["method"] == "GET" and r["path"].endswith(f"/text2video/{final['id']}")
+    ]
+    creates = [r for r in journal if r["method"] == "POST"]
+    assert len(lookups) == 1 and len(creates) == 1  # asked, found nothing, submitted once
+    assert journal.index(lookups[0]) < journal.index(creates[0])
+    assert "adopted" not in final["attempts"][-1]
+
+
+def test_a_worker_killed_mid_submit_to_a_provider_that_cannot_be_asked_fails_the_job(
+    redis_url: str, s3_endpoint: str, media_fakes_url: str, tmp_path: Path
+) -> None:
+    """fal has no way to name a task: after the crash the task may exist, so the job fails instead of
+    paying for another."""
+    fault = {"provider": "fal", "step": "submit", "answer_delay_s": 30}
+    with run_service(
+        own_db(redis_url, 12), s3_endpoint, "aijobs-test", crash_routing(media_fakes_url), tmp_path, ENV
+    ) as svc:
+        final, tasks, journal = asyncio.run(
+            _killed_mid_submit(svc, media_fakes_url, tmp_path, fault, "clips-fal")
+        )
+    assert final["status"] == "failed" and final["error"]["code"] == "provider_timeout"
+    assert "may exist upstream" in final["error"]["message"]
+    assert len(tasks) == 1 and len([r for r in journal if r["method"] == "POST"]) == 1
+
+
+async def _killed_mid_submit(
+    svc: Service, fakes: str, tmp_path: Path, fault: dict[str, Any], feature: str
+) -> tuple[dict[str, Any], list[dict[str, Any]], list[dict[str, Any]]]:
+    """Submit a job whose submit ``fault`` stalls, SIGKILL the worker while it waits, restart it; the
+    final job, the farm's tasks and its journal."""
+    async with httpx2.AsyncClient(base_url=svc.url, headers=svc.headers()) as api:
+        (await api.post(f"{fakes}/_media/reset")).raise_for_status()
+        await inject(api, fakes, **fault)
+        job_id = await submit(api, feature, prompt="killed mid-submit", duration_s=5)
+
+        async def stalled() -> bool:  # the request is held unread, or the task exists and its answer waits
+            if fault.get("hold_s"):
+                return bool((await api.get(f"{fakes}/_media/held")).json()["held"])
+            return bool(await farm(api, fakes))
+
+        await until(stalled, interval_s=0.02)
+        job = (await api.get(f"/v1/jobs/{job_id}")).json()
+        assert job["status"] == "running" and "task" not in job  # submitting: no task id known yet
+        worker = svc.processes[1]
+        worker.kill()  # SIGKILL: no graceful shutdown
+        worker.wait(timeout=10)
+        svc.processes[1] = restart(svc, worker, tmp_path / "worker.log")
+        final = (await wait_for(api, job_id, timeout_s=40))[-1]
+        return final, await farm(api, fakes), await farm(api, fakes, "requests")

@@ -15,8 +15,9 @@
     │   │                            ``retry`` (same target again) and ``fallback`` (next target)
     │   ├── ProviderRateLimited      provider_rate_limited       retry, fallback
     │   ├── ProviderTimeout          provider_timeout            retry, fallback
-    │   │   └── SubmitUnknown        provider_timeout            a task submit sent but unanswered:
-    │   │                            it may exist upstream, so it is resubmitted only on opt-in
+    │   │   └── SubmitUnknown        provider_timeout            a task submit sent but unanswered, or
+    │   │                            answered 2xx unreadably: it may exist upstream, so it is
+    │   │                            resubmitted only on opt-in
     │   ├── ProviderUnavailable      provider_unavailable        retry, fallback
     │   ├── ProviderBadResponse      provider_bad_response       retry, fallback
     │   ├── ProviderAuth             provider_auth               fallback
@@ -150,7 +151,8 @@ class ProviderTimeout(ProviderError):
 
 
 class SubmitUnknown(ProviderTimeout):
-    """A long-running task's submit was sent and never answered: the task may exist (and bill) upstream.
+    """A long-running task's submit may have created the task, and we cannot tell: it was sent and never
+    answered, or answered with a 2xx whose body could not be read. The task may exist (and bill) upstream.
 
     The Router neither retries nor falls back over it unless the feature sets ``resubmit_unknown``.
     """

@@ -11,10 +11,16 @@ A media job whose route reaches a task adapter runs as separate short arq jobs o
 3. On success the outputs are copied into the BlobStore and the job finishes with its ledger entry;
    on failure, or past ``task_timeout_s`` (the task is canceled upstream then), the job fails.
 
-Never paying twice: a worker that dies mid-submit leaves ``submitting`` on the record, and the
-job's next delivery fails it as ``provider_timeout`` (the task may exist) instead of submitting
-again, unless the feature sets ``resubmit_unknown``. A worker that dies after the submit leaves a
-task id and a scheduled poll, so the next worker polls that same task.
+Never paying twice: a worker that dies mid-submit leaves ``submitting`` on the record, with the
+route's task targets and the name the submit gave the task (the job's id). The job's next delivery
+(:meth:`Poller.resume_submit`) asks each of those targets whose provider lets tasks be named
+(``names_tasks``: Kling's ``external_task_id``) for a task by that name: one found is adopted, exactly
+as if its submit had answered (task on the record, first poll scheduled, in one step); none found at
+any of them means no task was created, so the job is submitted again. When a target cannot be asked
+(its provider has no names, or the lookup fails), the task may exist: the job fails as
+``provider_timeout`` instead of submitting again, unless the feature sets ``resubmit_unknown``. A worker
+that dies after the submit leaves a task id and a scheduled poll, so the next worker polls that same
+task.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Sequence
 from typing import Any, Protocol
 
 from aijobs import ledger
@@ -33,8 +40,10 @@ from aijobs.providers.tasks import Poll, TaskAdapter, is_not_found
 from aijobs.queue import poll_delivery
 from aijobs.routing import Routing
 from aijobs.routing.config import TaskConfig
+from aijobs.routing.policy import Target
 from aijobs.routing.router import Outcome
 from aijobs.store import JobStore
+from aijobs.types import INPUT_MODELS
 
 log = logging.getLogger(__name__)
 
@@ -73,28 +82,86 @@ class Poller:
     def config(self, provider: str) -> TaskConfig:
         return self.routing.providers[provider].config.tasks
 
-    async def mark_submitting(self, job: Job) -> bool:
-        """Note on the record that a submit may go out now; ``False`` if the job is no longer running."""
-        job.task = {"state": SUBMITTING, "at": time.time()}
+    async def mark_submitting(self, job: Job, targets: Sequence[Target]) -> bool:
+        """Note on the record that a submit to one of ``targets`` may go out now, naming its task after
+        the job; ``False`` if the job is no longer running."""
+        job.task = {
+            "state": SUBMITTING, "at": time.time(), "name": job.id,
+            "targets": [[t.provider, t.model] for t in targets],
+        }  # fmt: skip
         return (await self.store.update(job.id, JobStatus.RUNNING, {"task": job.task})).ok
 
     async def started(self, job: Job, outcome: Outcome, attempts: list[dict[str, Any]]) -> None:
         """Put the submitted task on the record with its first poll scheduled, atomically."""
         assert isinstance(outcome.result, Submitted)
-        target = outcome.target
-        submitted = outcome.result
+        attempts[-1]["task_id"] = outcome.result.task.id
+        await self._record(job, outcome.target, outcome.result.task, attempts, outcome.route())
+
+    async def resume_submit(self, job: Job, resubmit_unknown: bool) -> bool:
+        """A previous run of ``job`` died while submitting: settle what it may have left upstream.
+
+        ``True``: submit now (no task was created, or the feature accepts paying twice). ``False``:
+        done here, the task found upstream adopted, or the job failed (a task may exist, unfindable).
+        """
+        mark = job.task or {}
+        name = mark.get("name")
+        targets = [Target(str(p), str(m)) for p, m in mark.get("targets") or []]
+        searched = bool(name and targets)  # every target asked, and none had the task
+        for target in targets if name else []:
+            adapter = self.adapters.get((target.provider, job.type))
+            if not isinstance(adapter, TaskAdapter) or not adapter.names_tasks:
+                searched = False
+                continue
+            try:
+                request = INPUT_MODELS[job.type].model_validate(job.input)
+                task = await adapter.find(target.model, request, str(name))
+            except ProviderError as error:
+                log.warning("job %s: looking for its %s task failed (%s)", job.id, target, error.code)
+                searched = False
+                continue
+            if task is not None:
+                await self._adopt(job, target, task, mark)
+                return False
+        if searched:
+            log.info("job %s: the submit a stopped worker left never reached its provider", job.id)
+            return True
+        if resubmit_unknown:
+            return True
+        message = (
+            "a worker stopped while submitting this job's task; it may exist upstream, so it was not "
+            "submitted again (a feature with resubmit_unknown = true would)"
+        )
+        only = targets[0] if len(targets) == 1 else Target("", "")
+        await self.finisher.fail(
+            job, ProviderTimeout(message, provider=only.provider, model=only.model), job.attempts
+        )
+        return False
+
+    async def _adopt(self, job: Job, target: Target, task: Task, mark: dict[str, Any]) -> None:
+        """Take over the task a stopped worker submitted, as if its submit had answered."""
+        attempt = {
+            "provider": target.provider, "model": target.model, "started_at": mark.get("at", time.time()),
+            "latency_ms": 0.0, "outcome": "ok", "error_code": None, "retry_after_s": None,
+            "ttft_ms": None, "task_id": task.id, "adopted": True,
+        }  # fmt: skip
+        route = {"provider": target.provider, "model": target.model, "fallback_path": [str(target)]}
+        log.info("job %s: found its %s task %s upstream; adopting it", job.id, target, task.id)
+        await self._record(job, target, task, [*job.attempts, attempt], route)
+
+    async def _record(
+        self, job: Job, target: Target, task: Task, attempts: list[dict[str, Any]], route: dict[str, Any]
+    ) -> None:
         config = self.config(target.provider)
         job.task = {
             "state": "submitted", "provider": target.provider, "model": target.model,
-            "id": submitted.task.id, "data": submitted.task.data, "submitted_at": time.time(),
+            "id": task.id, "data": task.data, "submitted_at": time.time(),
             "polls": 0, "errors": 0, "raw_status": None, "progress": None,
         }  # fmt: skip
-        attempts[-1]["task_id"] = submitted.task.id
-        fields = {"task": job.task, "attempts": attempts, "route": outcome.route()}
+        fields = {"task": job.task, "attempts": attempts, "route": route}
         deliver = poll_delivery(job.id, job.lane, config.poll_interval_s)
         written = await self.store.update(job.id, JobStatus.RUNNING, fields, deliver)
         if written.ok:
-            log.info("job %s: %s task %s submitted", job.id, target, submitted.task.id)
+            log.info("job %s: %s task %s submitted", job.id, target, task.id)
             return
         job.attempts = attempts
         if written.previous is JobStatus.CANCELED:  # canceled while submitting

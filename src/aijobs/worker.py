@@ -37,7 +37,6 @@ from aijobs.errors import (
     InternalError,
     NoRoute,
     ProviderError,
-    ProviderTimeout,
 )
 from aijobs.files import Files
 from aijobs.inputs import inline_image
@@ -48,7 +47,7 @@ from aijobs.outbound import Guard
 from aijobs.polling import Poller, submits_tasks, unknown_submit
 from aijobs.providers.base import Adapter, MediaResult, Submitted
 from aijobs.providers.registry import build_adapters
-from aijobs.providers.tasks import Poll
+from aijobs.providers.tasks import Poll, naming
 from aijobs.providers.transport import upstream_client
 from aijobs.queue import BATCH_LANE, JobQueue
 from aijobs.routing import Routing
@@ -148,13 +147,9 @@ class Runtime:
             job.deadline_at = job.started_at + self._deadline_s(feature)
         if job.task and "id" in job.task:
             return  # submitted before this delivery: its scheduled poll carries it on
-        if unknown_submit(job) and not (feature and feature.resubmit_unknown):
-            message = (
-                "a worker stopped while submitting this job's task; it may exist upstream, so it was not "
-                "submitted again (a feature with resubmit_unknown = true would)"
-            )
-            await self._fail(job, ProviderTimeout(message, provider="", model=""), job.attempts)
-            return
+        resubmit_unknown = bool(feature and feature.resubmit_unknown)
+        if unknown_submit(job) and not await self.poller.resume_submit(job, resubmit_unknown):
+            return  # its task was found upstream and adopted, or it may exist and the job failed
         try:
             outcome = await self._run_within_deadline(job, feature)
             if isinstance(outcome.result, Submitted):
@@ -202,12 +197,13 @@ class Runtime:
             max_bytes=self.settings.max_input_image_bytes,
         )  # fmt: skip
         targets = await self.budgets.targets(feature)
-        tasks = any(
-            submits_tasks(self.adapters[(t.provider, feature.type)]) for t in targets or feature.targets
-        )
-        if tasks and not await self.poller.mark_submitting(job):
+        tasks = [
+            t for t in targets or feature.targets if submits_tasks(self.adapters[(t.provider, feature.type)])
+        ]
+        if tasks and not await self.poller.mark_submitting(job, tasks):
             raise Canceled("the job was canceled")
-        return await self.router.run(feature, request, targets, quota=job.lane == BATCH_LANE)
+        with naming(job.id):  # task submits name their task after the job, where the provider can
+            return await self.router.run(feature, request, targets, quota=job.lane == BATCH_LANE)
 
     async def _within_deadline(self, job: Job, feature: Feature | None, step: Awaitable[T]) -> T:
         assert job.deadline_at is not None

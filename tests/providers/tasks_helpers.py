@@ -61,5 +61,6 @@ async def farm(http: httpx2.AsyncClient, fakes_url: str, what: str = "tasks") ->
 
 
 async def inject(http: httpx2.AsyncClient, fakes_url: str, **fault: Any) -> None:
-    """Queue one fault (``provider``, ``step``, ``status``, ``times``, ``retry_after``, ``delay_s``)."""
+    """Queue one fault (``provider``, ``step``, ``status``, ``times``, ``retry_after``, ``delay_s``,
+    ``hold_s``, ``answer_delay_s``, ``body``; see :mod:`tests.fakes.media.farm`)."""
     (await http.post(f"{fakes_url}/_media/faults", json={"faults": [fault]})).raise_for_status()

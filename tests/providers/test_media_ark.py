@@ -7,14 +7,17 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx2
+import orjson
 import pytest
 
 from aijobs import errors
+from aijobs.prices import PriceBook, bundled_prices
 from aijobs.providers.ark import SeedanceVideo
 from aijobs.providers.base import ProviderContext, Task
 from aijobs.routing.config import ProviderConfig
 from aijobs.types.common import RemoteFile
 from aijobs.types.video import VideoInput
+from tests.providers.canned import canned_server
 from tests.providers.tasks_helpers import API_KEY, context, drive, farm, fetch, inject
 
 MODEL = "doubao-seedance-1-0-pro-250528"
@@ -64,7 +67,8 @@ async def test_success_carries_the_video_and_the_tokens_ark_bills(
     assert (output.content_type, output.extension, output.duration_s) == ("video/mp4", "mp4", 5.0)
     assert output.width is None and output.height is None
     assert done.usage is not None
-    assert (done.usage.output_tokens, done.usage.units) == (100_000, 5.0)
+    # Ark's count for 720p 9:16: 704 x 1248 px x 24 fps x 5 s / 1024.
+    assert (done.usage.output_tokens, done.usage.units) == (704 * 1248 * 24 * 5 // 1024, 5.0)
     data, _ = await fetch(http, output)
     assert data[4:8] == b"ftyp"
     sent = (await farm(http, media_fakes, "requests"))[0]
@@ -213,3 +217,37 @@ async def test_an_unanswered_submit_is_submit_unknown(http: httpx2.AsyncClient, 
             break
         await asyncio.sleep(0.05)
     assert len(await farm(http, media_fakes)) == 1
+
+
+async def test_seedance_is_priced_by_its_tokens_so_resolution_changes_the_cost(
+    http: httpx2.AsyncClient, media_fakes: str
+) -> None:
+    """Ark counts pixels x frames (width x height x 24 fps x seconds / 1024); the bundled price is 15 CNY
+    per million of those tokens, so the same 5 s clip costs more at 1080p than at 720p or 480p."""
+    await render_s(http, media_fakes, 0.2)
+    book = PriceBook({}, *bundled_prices())
+    costs: dict[str, float] = {}
+    for resolution, (width, height) in {
+        "480p": (864, 480),
+        "720p": (1248, 704),
+        "1080p": (1920, 1088),
+    }.items():
+        request = VideoInput(prompt="a lighthouse at dusk", duration_s=5, resolution=resolution)
+        _, polls = await drive(seedance(http, media_fakes), MODEL, request)
+        usage = polls[-1].usage
+        assert usage is not None and usage.output_tokens == width * height * 24 * 5 // 1024
+        cost = book.cost_usd("ark", MODEL, "video", usage)
+        assert cost is not None and cost == pytest.approx(usage.output_tokens * 15 / 1_000_000 * 0.14)
+        costs[resolution] = cost
+    assert costs["480p"] < costs["720p"] < costs["1080p"]
+    assert costs["1080p"] == pytest.approx(3.672 * 0.14)  # 244,800 tokens, as the price table says
+
+
+async def test_usage_falls_back_to_total_tokens(http: httpx2.AsyncClient) -> None:
+    record = {
+        "id": "cgt-1", "status": "succeeded", "duration": 5, "content": {"video_url": "https://x.test/v.mp4"},
+        "usage": {"total_tokens": 1234},
+    }  # fmt: skip
+    async with canned_server(orjson.dumps(record)) as url:
+        poll = await SeedanceVideo(context(http, "ark", url)).poll(MODEL, Task("cgt-1", {}))
+    assert poll.usage is not None and poll.usage.output_tokens == 1234

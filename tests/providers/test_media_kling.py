@@ -204,3 +204,65 @@ async def test_kling_has_no_cancel(http: httpx2.AsyncClient, media_fakes: str) -
     assert await adapter.cancel(MODEL, task) is False
     [upstream] = await farm(http, media_fakes)
     assert upstream["canceled"] is False
+
+
+async def test_a_named_submit_sends_external_task_id_and_find_adopts_that_task(
+    http: httpx2.AsyncClient, media_fakes: str
+) -> None:
+    adapter = kling(http, media_fakes + "/kling")
+    request = VideoInput(prompt="a tram in the rain", duration_s=7)
+    task = (await adapter.run(MODEL, request, "job_0001")).task
+    (create,) = await farm(http, media_fakes, "requests")
+    assert create["json"]["external_task_id"] == "job_0001"
+    found = await adapter.find(MODEL, request, "job_0001")
+    assert found == task  # the same id, and what polling needs (path, length) rebuilt from the request
+    lookup = (await farm(http, media_fakes, "requests"))[-1]
+    assert lookup["method"] == "GET" and lookup["path"] == "/kling/v1/videos/text2video/job_0001"
+    assert (await adapter.poll(MODEL, found)).state in ("queued", "running")
+    assert await adapter.find(MODEL, request, "job_0002") is None  # never submitted: Kling has none
+    assert len(await farm(http, media_fakes)) == 1
+
+
+async def test_find_looks_where_the_request_was_created(http: httpx2.AsyncClient, media_fakes: str) -> None:
+    adapter = kling(http, media_fakes + "/kling")
+    request = VideoInput(prompt="the cat wakes up", image=f"data:image/png;base64,{PNG_B64}", duration_s=10)
+    task = (await adapter.run(MODEL, request, "job_i2v")).task
+    assert await adapter.find(MODEL, request, "job_i2v") == task
+    assert task.data == {"path": "image2video", "duration_s": 10}
+    text_only = VideoInput(prompt="the cat wakes up", duration_s=10)
+    assert await adapter.find(MODEL, text_only, "job_i2v") is None  # Kling's query path must match
+
+
+async def test_kling_refuses_a_second_task_under_the_same_name(
+    http: httpx2.AsyncClient, media_fakes: str
+) -> None:
+    adapter = kling(http, media_fakes + "/kling")
+    await adapter.run(MODEL, VideoInput(prompt="a heron"), "job_twice")
+    with pytest.raises(errors.ProviderRejected) as caught:
+        await adapter.run(MODEL, VideoInput(prompt="a heron"), "job_twice")
+    assert "external_task_id" in clean(caught.value).message
+    assert len(await farm(http, media_fakes)) == 1
+
+
+async def test_a_failed_lookup_raises_rather_than_saying_there_is_no_task(
+    http: httpx2.AsyncClient, media_fakes: str
+) -> None:
+    adapter = kling(http, media_fakes + "/kling")
+    await inject(http, media_fakes, provider="kling", step="poll", status=503)
+    with pytest.raises(errors.ProviderUnavailable):
+        await adapter.find(MODEL, VideoInput(prompt="a heron"), "job_unknown")
+
+
+async def test_a_lost_create_answer_is_unknown_and_the_task_is_findable(
+    http: httpx2.AsyncClient, media_fakes: str
+) -> None:
+    """The create went through but its answer is unreadable: the submit is an unknown outcome, and the
+    task it made is the one a lookup by name finds."""
+    adapter = kling(http, media_fakes + "/kling")
+    await inject(http, media_fakes, provider="kling", step="submit", body='{"code": 0, "data": ')
+    request = VideoInput(prompt="a kite")
+    with pytest.raises(errors.SubmitUnknown):
+        await adapter.run(MODEL, request, "job_lost")
+    [upstream] = await farm(http, media_fakes)
+    found = await adapter.find(MODEL, request, "job_lost")
+    assert found is not None and found.id == upstream["id"]

@@ -188,3 +188,29 @@ async def test_veo_has_no_cancel(http: httpx2.AsyncClient, fast: str) -> None:
     assert await adapter.cancel(MODEL, submitted.task) is False
     (task,) = await farm(http, fast)
     assert task["canceled"] is False
+
+
+async def test_operation_names_without_the_model_are_accepted_and_polled(
+    http: httpx2.AsyncClient, fast: str
+) -> None:
+    (
+        await http.post(f"{fast}/_media/config", json={"options": {"veo_operation_names": "short"}})
+    ).raise_for_status()
+    task, polls = await drive(veo(http, fast), MODEL, video(duration_s=4))
+    assert task.data["name"] == f"operations/{task.id}"
+    assert polls[-1].state == "succeeded" and len(polls[-1].outputs) == 1
+    polled = [r["path"] for r in await farm(http, fast, "requests") if r["method"] == "GET"]
+    assert polled and set(polled[:-1]) == {f"/veo/v1beta/operations/{task.id}"}  # then the download
+
+
+@pytest.mark.parametrize(
+    "name", ["operations/", "models/veo/operations", "tunedModels/x/operations/1", "op/1"]
+)
+async def test_a_submit_answer_naming_no_operation_is_an_unknown_outcome(
+    http: httpx2.AsyncClient, fast: str, name: str
+) -> None:
+    await inject(http, fast, provider="veo", step="submit", body=f'{{"name": "{name}"}}')
+    with pytest.raises(errors.SubmitUnknown) as caught:
+        await veo(http, fast).run(MODEL, video())
+    assert "names no operation" in caught.value.message
+    assert len(await submitted_bodies(http, fast)) == 1 and len(await farm(http, fast)) == 1

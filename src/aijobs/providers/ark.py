@@ -5,7 +5,10 @@
 ``{"error": {"code", "message", "param", "type"}}``; :func:`aijobs.providers.http.error_for` maps those
 (400 InvalidParameter → rejected, 401 → auth, 404 → model not found, 429 → rate limited, 5xx →
 unavailable; a code naming sensitive content → content filtered). Seedance bills by tokens, known only
-when the task ends: a succeeded poll carries ``usage.completion_tokens``.
+when the task ends: a succeeded poll carries ``usage.completion_tokens`` (``total_tokens`` when that is
+missing; for video they are the same), which the price book prices per million output tokens. Ark
+counts a video's tokens from its pixels: width x height x frames per second x seconds / 1024, so a
+higher resolution or a longer clip costs more.
 """
 
 from __future__ import annotations
@@ -47,7 +50,7 @@ class SeedanceVideo(TaskAdapter):
         super().__init__(context)
         self.headers = http.json_headers(context)
 
-    async def submit(self, model: str, request: VideoInput) -> Task:
+    async def submit(self, model: str, request: VideoInput, name: str | None = None) -> Task:
         """Create the task; Ark answers ``{"id": "cgt-…"}``."""
         content: list[dict[str, Any]] = [{"type": "text", "text": request.prompt}]
         if request.image:
@@ -101,8 +104,10 @@ class SeedanceVideo(TaskAdapter):
         if not isinstance(url, str) or not url.startswith(("http://", "https://")):
             raise self.bad(model, "a succeeded task has no content.video_url", data)
         usage = http.as_dict(data.get("usage"))
-        tokens = usage.get("completion_tokens")
-        if not isinstance(tokens, int) or isinstance(tokens, bool):
+        tokens = next(
+            (t for t in (usage.get("completion_tokens"), usage.get("total_tokens")) if _count(t)), None
+        )
+        if tokens is None:
             raise self.bad(model, "a succeeded task has no usage.completion_tokens", data)
         duration = data.get("duration")
         duration_s = float(duration) if isinstance(duration, int | float) and duration > 0 else None
@@ -131,3 +136,8 @@ class SeedanceVideo(TaskAdapter):
         if not isinstance(data, dict):
             raise self.bad(model, "the answer is not a JSON object", data)
         return data
+
+
+def _count(value: Any) -> bool:
+    """Whether ``value`` is a token count (an int, not a bool)."""
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0

@@ -43,7 +43,7 @@ class BflImage(TaskAdapter):
         super().__init__(context)
         self.headers = headers_with_key(context, "x-key")
 
-    async def submit(self, model: str, request: ImageInput) -> Task:
+    async def submit(self, model: str, request: ImageInput, name: str | None = None) -> Task:
         """Create the task; BFL answers ``{id, polling_url}`` (the URL is where the result will be)."""
         if request.n > 1:
             raise self._refuse(model, f"BFL makes one image per task; {request.n} were asked for")

@@ -66,7 +66,7 @@ class _FalQueue(TaskAdapter):
         """The poll of a completed request, from the model's output."""
         raise NotImplementedError
 
-    async def submit(self, model: str, request: Any) -> Task:
+    async def submit(self, model: str, request: Any, name: str | None = None) -> Task:
         """Queue the request; fal answers its id and the URLs to follow it by."""
         body, remembered = self.prepare(model, request)
         url = f"{self.base_url}/{quote(model, safe='/')}"
@@ -116,7 +116,7 @@ class _FalQueue(TaskAdapter):
     ) -> httpx2.Response:
         """One request, transport failures mapped (``submit``: a lost answer is a SubmitUnknown)."""
         content = orjson.dumps(body) if body is not None else None
-        with http.transport_errors(self.context.name, model, submit=submit):
+        with http.transport_errors(self.context.name, model, submit=submit, url=url):
             return await self.context.http.request(
                 method, url, content=content, headers=self.headers, timeout=self.timeouts
             )

@@ -3,6 +3,9 @@
 ::
 
     post_json(...)            → the decoded JSON body of a 2xx answer, or raises:
+    ├── a request no client can send (URL too long or with a control character, no host, a bad
+    │   port, a scheme other than http(s), a header with a newline)  → ProviderRejected, never
+    │   retried: nothing left this process, so nothing happened upstream
     ├── httpx2.TimeoutException                 → ProviderTimeout
     ├── other request errors (refused, reset,
     │   undecodable content)                    → ProviderUnavailable
@@ -102,17 +105,52 @@ def json_headers(
 
 #: Failures that happen before a request is sent: repeating the request cannot do it twice.
 _NOT_SENT = (httpx2.ConnectError, httpx2.ConnectTimeout, httpx2.PoolTimeout)
+#: What httpx2, or the transport under it, raises for a request it cannot build or send at all (an
+#: over-long URL, a control character, a bad port, no host, a header with a newline; ``ValueError``
+#: covers what the URL and header parsers raise unwrapped). Nothing was sent.
+_UNSENDABLE = (httpx2.InvalidURL, httpx2.UnsupportedProtocol, httpx2.LocalProtocolError, ValueError)
+_SCHEMES = frozenset({"http", "https"})
+
+
+def unsendable(provider: str, model: str, why: str) -> errors.ProviderRejected:
+    """The error of a request that could not be sent: the same every time, so never retried."""
+    return errors.ProviderRejected(
+        f"{provider} {model}: the request could not be sent ({errors.scrub(why, limit=200)})",
+        provider=provider, model=model,
+    )  # fmt: skip
+
+
+def check_url(url: str, provider: str, model: str) -> None:
+    """Raise :func:`unsendable` for a URL no HTTP client can send (checked before sending, so that
+    every transport refuses the same URLs the same way)."""
+    try:
+        parsed = httpx2.URL(url)
+    except httpx2.InvalidURL as exc:
+        raise unsendable(provider, model, f"invalid URL: {exc}") from None
+    if parsed.scheme not in _SCHEMES:
+        raise unsendable(provider, model, f"the URL's scheme {parsed.scheme!r} is not http or https")
+    if not parsed.host:
+        raise unsendable(provider, model, "the URL names no host")
+    if parsed.port is not None and not 0 < parsed.port < 65536:
+        raise unsendable(provider, model, f"the URL's port {parsed.port} is out of range")
 
 
 @contextlib.contextmanager
-def transport_errors(provider: str, model: str, *, submit: bool = False) -> Iterator[None]:
+def transport_errors(
+    provider: str, model: str, *, submit: bool = False, url: str | None = None
+) -> Iterator[None]:
     """Turn a transport failure (no answer in time, no connection) into a provider error.
 
     With ``submit`` (a long-running task's create call), a failure after the request went out is a
-    :class:`~aijobs.errors.SubmitUnknown`: the task may exist upstream.
+    :class:`~aijobs.errors.SubmitUnknown`: the task may exist upstream. ``url`` is checked first
+    (:func:`check_url`); a request that cannot be sent at all is a :func:`unsendable` error.
     """
+    if url is not None:
+        check_url(url, provider, model)
     try:
         yield
+    except _UNSENDABLE as exc:
+        raise unsendable(provider, model, f"{type(exc).__name__}: {exc}") from None
     except httpx2.RequestError as exc:
         if submit and not isinstance(exc, _NOT_SENT):
             raise errors.SubmitUnknown(
@@ -161,7 +199,7 @@ async def request_json(
     """
     provider = context.name
     content = orjson.dumps(body) if body is not None else None
-    with transport_errors(provider, model, submit=submit):
+    with transport_errors(provider, model, submit=submit, url=url):
         response = await exchange(
             context.http, method, url, content=content, headers=headers, timeouts=timeouts
         )
@@ -198,7 +236,7 @@ async def post_for_bytes(
     The body is read in chunks and refused past ``max_bytes``; an error answer is mapped as usual.
     """
     provider = context.name
-    with transport_errors(provider, model):
+    with transport_errors(provider, model, url=url):
         async with context.http.stream(
             "POST", url, content=orjson.dumps(body), headers=headers, timeout=timeouts
         ) as response:

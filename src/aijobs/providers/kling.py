@@ -10,6 +10,10 @@ Errors come in Kling's envelope ``{code, message, request_id}``, sometimes with 
 with an HTTP status that undersells the code (an exhausted resource pack arrives as 429, which would
 read as "retry soon"). The code decides: :data:`CODE_STATUS` turns it into the HTTP status it means,
 and :func:`aijobs.providers.http.error_for` maps that as for any provider.
+
+Kling lets the caller name a task: ``external_task_id`` (unique within the account), which the query
+endpoint accepts in place of the task id (``GET /v1/videos/{path}/{external_task_id}``). Every submit
+sends the job's id there, so a task whose submit answer was lost to a crash is found and adopted.
 """
 
 from __future__ import annotations
@@ -107,28 +111,52 @@ class KlingVideo(TaskAdapter):
 
     Options: ClassVar[type[BaseModel]] = KlingOptions
     BASE_URL = "https://api-singapore.klingai.com"
+    names_tasks: ClassVar[bool] = True
 
-    async def submit(self, model: str, request: VideoInput) -> Task:
-        """Create the task; Kling answers ``{code: 0, data: {task_id, task_status}}``."""
+    async def submit(self, model: str, request: VideoInput, name: str | None = None) -> Task:
+        """Create the task (named ``name`` by ``external_task_id``); Kling answers
+        ``{code: 0, data: {task_id, task_status, task_info: {external_task_id}}}``."""
         options: KlingOptions = options_for(self.context, model, KlingOptions())
-        duration_s = pick_duration_s(request.duration_s, DURATIONS_S)
+        path, data = _path_of(request), self._data(request)
         body: dict[str, Any] = {
             "model_name": model,
             "prompt": request.prompt,
-            "duration": str(duration_s),
+            "duration": str(data["duration_s"]),
             "mode": options.mode,
         }
-        if request.image:
-            path = "image2video"  # its frame decides the shape: image2video takes no aspect_ratio
+        if request.image:  # its frame decides the shape: image2video takes no aspect_ratio
             body["image"] = self._image(model, request.image)
         else:
-            path = "text2video"
             body["aspect_ratio"] = request.aspect_ratio
-        data = await self._request("POST", f"/v1/videos/{path}", model, body, submit=True)
-        task_id = http.as_dict(data.get("data")).get("task_id")
+        if name:
+            body["external_task_id"] = name
+        answer = await self._request("POST", f"/v1/videos/{path}", model, body, submit=True)
+        task_id = http.as_dict(answer.get("data")).get("task_id")
         if not isinstance(task_id, str) or not task_id:
-            raise self.bad(model, "the submit answer has no data.task_id", data)
-        return Task(task_id, {"path": path, "duration_s": duration_s})
+            raise self.bad(model, "the submit answer has no data.task_id", answer)
+        return Task(task_id, data)
+
+    async def find(self, model: str, request: VideoInput, name: str) -> Task | None:
+        """The task created under ``external_task_id = name`` at the path ``request`` creates on;
+        ``None`` when Kling knows none (1203, not found)."""
+        path = _path_of(request)
+        try:
+            answer = await self._request("GET", f"/v1/videos/{path}/{quote(name, safe='')}", model)
+        except errors.ProviderError as exc:
+            if is_not_found(exc):
+                return None
+            raise
+        record = http.as_dict(answer.get("data"))
+        task_id = record.get("task_id")
+        named = http.as_dict(record.get("task_info")).get("external_task_id")
+        if not isinstance(task_id, str) or not task_id or named not in (None, "", name):
+            raise self.bad(model, f"the task found as {name!r} is not one named so", answer)
+        return Task(task_id, self._data(request))
+
+    @staticmethod
+    def _data(request: VideoInput) -> dict[str, Any]:
+        """What polling needs: the create path, and the clip length asked for."""
+        return {"path": _path_of(request), "duration_s": pick_duration_s(request.duration_s, DURATIONS_S)}
 
     async def poll(self, model: str, task: Task) -> Poll:
         """Query the task at the path it was created on; a 404 (code 1203) means Kling no longer has it."""
@@ -203,9 +231,10 @@ class KlingVideo(TaskAdapter):
         SubmitUnknown)."""
         headers = self._headers(model)
         content = orjson.dumps(body) if body is not None else None
-        with http.transport_errors(self.context.name, model, submit=submit):
+        url = self.base_url + path
+        with http.transport_errors(self.context.name, model, submit=submit, url=url):
             response = await self.context.http.request(
-                method, self.base_url + path, content=content, headers=headers, timeout=self.timeouts
+                method, url, content=content, headers=headers, timeout=self.timeouts
             )
         try:
             data = orjson.loads(response.content)
@@ -233,6 +262,11 @@ class KlingVideo(TaskAdapter):
                 message = f"content policy violation: {message}"
             body = orjson.dumps({"code": code, "message": message})
         return http.error_for(status, body, response.headers, self.context.name, model, self.context.api_key)
+
+
+def _path_of(request: VideoInput) -> str:
+    """The create (and query) path: image2video with a first frame, else text2video."""
+    return "image2video" if request.image else "text2video"
 
 
 def _seconds(value: Any) -> float | None:

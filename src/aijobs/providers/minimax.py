@@ -131,7 +131,7 @@ class MiniMaxVideo(TaskAdapter):
         super().__init__(context)
         self.headers = http.json_headers(context)
 
-    async def submit(self, model: str, request: VideoInput) -> Task:
+    async def submit(self, model: str, request: VideoInput, name: str | None = None) -> Task:
         """Create the task; ``task.data`` keeps the clip length MiniMax was asked for."""
         duration_s = next((d for d in VIDEO_DURATIONS_S if d >= request.duration_s), None)
         if duration_s is None:
@@ -206,10 +206,9 @@ class MiniMaxVideo(TaskAdapter):
     async def _query(self, path: str, model: str) -> tuple[dict[str, Any], httpx2.Response]:
         """GET ``path`` and decode it, leaving a 200 body's ``base_resp`` error to the caller: a failed
         task's record carries one, and that is the task's outcome, not a failed poll."""
-        with http.transport_errors(self.context.name, model):
-            response = await self.context.http.get(
-                self.base_url + path, headers=self.headers, timeout=self.timeouts
-            )
+        url = self.base_url + path
+        with http.transport_errors(self.context.name, model, url=url):
+            response = await self.context.http.get(url, headers=self.headers, timeout=self.timeouts)
         if response.status_code >= 400:
             raise self._error(response.status_code, response, model)
         try:

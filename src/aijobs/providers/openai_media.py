@@ -130,11 +130,11 @@ class OpenAIImage(_OpenAIKind):
         files = {"image": (f"image.{mime.split('/')[1]}", data, mime)}
         headers = {k: v for k, v in self.headers.items() if k.lower() != "content-type"}
         name = self.context.name
-        with http.transport_errors(name, model):
+        url = self.base_url + "/images/edits"
+        with http.transport_errors(name, model, url=url):
             response = await self.context.http.post(
-                self.base_url + "/images/edits", data=fields, files=files, headers=headers,
-                timeout=self.timeouts,
-            )  # fmt: skip
+                url, data=fields, files=files, headers=headers, timeout=self.timeouts
+            )
         if response.status_code >= 400:
             raise http.error_for(
                 response.status_code, response.content, response.headers, name, model, self.context.api_key

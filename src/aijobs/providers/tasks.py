@@ -6,20 +6,39 @@ holding the provider's task id and whatever polling needs later (a polling URL, 
 The worker writes that task onto the job record before the first poll, then polls it on its own
 schedule until the task ends; outputs are downloaded into the BlobStore by the worker. ::
 
-    run(model, request)  → Submitted(Task(id, data))       or raises a ProviderError;
-                           a submit sent but unanswered     → SubmitUnknown (never resubmitted
-                                                              elsewhere unless the feature opts in)
+    run(model, request, name)
+                         → Submitted(Task(id, data))       or raises a ProviderError;
+                           a submit sent but unanswered, or → SubmitUnknown (never resubmitted
+                           answered 2xx with a body the       elsewhere unless the feature opts in)
+                           adapter cannot read (no id, not
+                           JSON): the task may exist
+    find(model, request, name)
+                         → the Task submitted under ``name``, or None when the provider has none
+                           (adapters with ``names_tasks`` only: their submit sends ``name``)
     poll(model, task)    → Poll(state, raw_status, progress, outputs, usage, error)
                            the poll call itself failing      → raises a ProviderError (the worker
                                                               polls again later, same task)
     cancel(model, task)  → True when the provider canceled the task; False when it cannot
+
+``name`` is the job's id. Where a provider lets the caller name a task (Kling's ``external_task_id``),
+the adapter sends it and sets ``names_tasks``; after a worker died mid-submit, the next run asks
+``find`` whether the task exists and adopts it instead of paying for a second one. The Router calls
+every adapter as ``run(model, request)``, so the worker hands the name over by running the route
+inside :func:`naming` (a context variable, local to the job's own asyncio task); ``run`` passes it to
+``submit`` explicitly.
+
+The 2xx rule is enforced here, once, for every adapter: any :class:`~aijobs.errors.ProviderBadResponse`
+with a 2xx status that ``submit`` raises (the answer came, but the adapter could not read a task out
+of it) becomes a :class:`~aijobs.errors.SubmitUnknown`, never retried or sent elsewhere.
 
 Adapters translate only: they never sleep, retry, store media or touch Redis.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import contextlib
+from collections.abc import Iterator, Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
@@ -33,6 +52,18 @@ from aijobs.types.common import Media, RemoteFile, Usage
 
 TaskState = Literal["queued", "running", "succeeded", "failed", "canceled"]
 TERMINAL_STATES: frozenset[str] = frozenset({"succeeded", "failed", "canceled"})
+#: The name submits made in this context give their tasks (see :func:`naming`).
+_TASK_NAME: ContextVar[str | None] = ContextVar("aijobs_task_name", default=None)
+
+
+@contextlib.contextmanager
+def naming(name: str) -> Iterator[None]:
+    """Within this block, task submits name their tasks ``name`` (the job's id) where they can."""
+    token = _TASK_NAME.set(name)
+    try:
+        yield
+    finally:
+        _TASK_NAME.reset(token)
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,18 +91,40 @@ class TaskAdapter:
 
     Options: ClassVar[type[BaseModel]] = NoOptions
     BASE_URL: ClassVar[str] = ""
+    #: ``submit`` sends ``name`` to the provider as the task's own name, and ``find`` looks it up.
+    names_tasks: ClassVar[bool] = False
 
     def __init__(self, context: ProviderContext) -> None:
         self.context = context
         self.base_url = (context.config.base_url or self.BASE_URL).rstrip("/")
         self.timeouts = http.timeouts_for(context)
 
-    async def run(self, model: str, request: Any) -> Submitted:
-        """Submit ``request``; the Router calls this like any adapter's ``run``."""
-        return Submitted(await self.submit(model, request), model)
+    async def run(self, model: str, request: Any, name: str | None = None) -> Submitted:
+        """Submit ``request``, named ``name`` (else the one :func:`naming` set) where the provider
+        allows; the Router calls this like any adapter's ``run``. A 2xx answer the adapter could not
+        read is a SubmitUnknown."""
+        try:
+            task = await self.submit(model, request, name if name is not None else _TASK_NAME.get())
+        except errors.ProviderBadResponse as exc:
+            if exc.status is None or not 200 <= exc.status < 300:
+                raise
+            raise errors.SubmitUnknown(
+                f"{exc.message}; it answered the submit with {exc.status}, so the task may exist upstream "
+                "and is not submitted again",
+                provider=exc.provider, model=exc.model, status=exc.status, body=exc.body_excerpt,
+            ) from None  # fmt: skip
+        return Submitted(task, model)
 
-    async def submit(self, model: str, request: Any) -> Task:
+    async def submit(self, model: str, request: Any, name: str | None = None) -> Task:
+        """Create the task; ``name`` is for adapters that set ``names_tasks`` (others ignore it)."""
         raise NotImplementedError
+
+    async def find(self, model: str, request: Any, name: str) -> Task | None:
+        """The task submitted for ``request`` under ``name``; ``None`` when the provider has none.
+
+        Only adapters that set ``names_tasks`` can answer; a lookup that fails raises a ProviderError.
+        """
+        raise NotImplementedError(f"{type(self).__name__} cannot look tasks up by name")
 
     async def poll(self, model: str, task: Task) -> Poll:
         raise NotImplementedError

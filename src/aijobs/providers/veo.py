@@ -5,7 +5,7 @@
     submit  POST {base_url}/v1beta/models/{model}:predictLongRunning
             {instances: [{prompt, image?: {bytesBase64Encoded, mimeType}}],
              parameters: {aspectRatio, durationSeconds, resolution, personGeneration?}}
-            → {name: "models/{model}/operations/{id}"}
+            → {name: "models/{model}/operations/{id}"}   (or "operations/{id}")
     poll    GET {base_url}/v1beta/{name}
             → {name, done?, error?: {code, message, status},
                response?: {generateVideoResponse: {generatedSamples: [{video: {uri}}],
@@ -42,7 +42,9 @@ ASPECT_RATIOS = frozenset({"16:9", "9:16"})
 #: Our resolution → Veo's; Veo renders nothing smaller than 720p.
 RESOLUTIONS = {"480p": "720p", "720p": "720p", "1080p": "1080p"}
 FULL_HD_DURATION_S = 8  # Veo renders 1080p only at 8 s
-_OPERATION = re.compile(r"models/[A-Za-z0-9._-]+/operations/[A-Za-z0-9._-]+")
+#: An operation's name: ``models/{model}/operations/{id}`` as documented, or the bare ``operations/{id}``
+#: of Google's generic Operations service; either is polled at ``/v1beta/{name}``.
+_OPERATION = re.compile(r"(models/[A-Za-z0-9._-]+/)?operations/[A-Za-z0-9._-]+")
 _DATA_URL = re.compile(r"data:(image/[A-Za-z0-9.+-]+);base64,(.+)", re.DOTALL)
 #: Google's canonical error codes (``error.status``) for a failed operation → our error.
 _FAILURES: dict[str, type[errors.ProviderError]] = {
@@ -75,7 +77,7 @@ class VeoVideo(TaskAdapter):
     Options: ClassVar[type[BaseModel]] = VeoOptions
     BASE_URL: ClassVar[str] = DEFAULT_BASE_URL
 
-    async def submit(self, model: str, request: VideoInput) -> Task:
+    async def submit(self, model: str, request: VideoInput, name: str | None = None) -> Task:
         options: VeoOptions = options_for(self.context, model, VeoOptions())
         if request.aspect_ratio not in ASPECT_RATIOS:
             raise self._refuse(model, f"Veo renders 16:9 or 9:16 only, not {request.aspect_ratio}")
@@ -134,10 +136,9 @@ class VeoVideo(TaskAdapter):
         """GET the operation. Not through ``call``: an operation that ended in error says so in a 200's
         ``error``, which ``request_json`` would raise as a failed call instead of a failed task."""
         provider, key = self.context.name, self.context.api_key
-        with http.transport_errors(provider, model):
-            response = await self.context.http.get(
-                f"{self.base_url}/v1beta/{name}", headers=self._headers(), timeout=self.timeouts
-            )
+        url = f"{self.base_url}/v1beta/{name}"
+        with http.transport_errors(provider, model, url=url):
+            response = await self.context.http.get(url, headers=self._headers(), timeout=self.timeouts)
         status = response.status_code
         if status >= 400:
             raise http.error_for(status, response.content, response.headers, provider, model, key)

@@ -161,7 +161,7 @@ class WanVideo(_DashScopeTask):
     Options: ClassVar[type[BaseModel]] = WanVideoOptions
     PATH: ClassVar[str] = "/api/v1/services/aigc/video-generation/video-synthesis"
 
-    async def submit(self, model: str, request: VideoInput) -> Task:
+    async def submit(self, model: str, request: VideoInput, name: str | None = None) -> Task:
         options: WanVideoOptions = options_for(self.context, model, WanVideoOptions())
         longer = [d for d in sorted(options.durations_s) if d >= request.duration_s]
         duration_s = longer[0] if longer else max(options.durations_s)
@@ -200,7 +200,7 @@ class WanImage(_DashScopeTask):
     Options: ClassVar[type[BaseModel]] = WanImageOptions
     PATH: ClassVar[str] = "/api/v1/services/aigc/text2image/image-synthesis"
 
-    async def submit(self, model: str, request: ImageInput) -> Task:
+    async def submit(self, model: str, request: ImageInput, name: str | None = None) -> Task:
         options: WanImageOptions = options_for(self.context, model, WanImageOptions())
         if request.image is not None:
             raise self._refuse(model, "Wan text-to-image takes no input image")

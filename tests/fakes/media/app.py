@@ -10,8 +10,10 @@ import importlib
 from typing import Any
 
 from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
 from starlette.routing import BaseRoute, Mount
-from tests.fakes.media.farm import Farm, control_routes
+from tests.fakes.media.farm import Dropped, Farm, control_routes
 
 #: prefix → module under tests/fakes/media exposing ``routes(farm) -> list[BaseRoute]``.
 PROVIDERS = {
@@ -34,6 +36,11 @@ def create_app() -> Starlette:
     for prefix, module_name in PROVIDERS.items():
         module: Any = importlib.import_module(f"tests.fakes.media.{module_name}")
         routes.append(Mount(f"/{prefix}", routes=module.routes(farm)))
-    app = Starlette(routes=routes)
+    app = Starlette(routes=routes, exception_handlers={Dropped: _dropped})
     app.state.farm = farm
     return app
+
+
+async def _dropped(request: Request, exc: Exception) -> Response:
+    """A held request whose caller went away: there is no one to answer (nginx logs these as 499)."""
+    return Response(status_code=499)

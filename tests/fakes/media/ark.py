@@ -9,8 +9,9 @@ record, and refuses a running (or already cancelled) one.
 
 Choices where the docs are silent (unverified): refusing a DELETE answers 400 ``OperationDenied``; a
 task Ark does not know answers 404 ``NotFound``; a generically failed task's code is
-``InternalServiceError``. ``usage.completion_tokens`` is made up (20 000 per second of video); real
-Seedance counts width * height * fps * seconds / 1024.
+``InternalServiceError``. ``usage.completion_tokens`` (and ``total_tokens``, the same for video) is
+counted as Seedance bills it: width * height * fps * seconds / 1024, from Seedance 1.0's pixel sizes
+per resolution and ratio (:data:`SIZES`; ``adaptive`` counts as 16:9).
 
 Fake limitations: ``return_last_frame`` is accepted but no last frame is served; unknown body fields
 and content-item fields are refused (so a misspelt field fails loudly).
@@ -37,8 +38,24 @@ RATIOS = frozenset({"16:9", "4:3", "1:1", "3:4", "9:16", "21:9", "adaptive"})
 RESOLUTIONS = frozenset({"480p", "720p", "1080p"})
 ROLES = frozenset({"first_frame", "last_frame", "reference_image"})
 MIN_DURATION_S, MAX_DURATION_S = 2, 12
-TOKENS_PER_S = 20_000  # made up; see the module docstring
 FPS = 24
+#: Seedance 1.0's output sizes (width, height) by resolution and ratio.
+SIZES = {
+    "480p": {"16:9": (864, 480), "4:3": (736, 544), "1:1": (640, 640), "3:4": (544, 736),
+             "9:16": (480, 864), "21:9": (960, 416)},
+    "720p": {"16:9": (1248, 704), "4:3": (1120, 832), "1:1": (960, 960), "3:4": (832, 1120),
+             "9:16": (704, 1248), "21:9": (1504, 640)},
+    "1080p": {"16:9": (1920, 1088), "4:3": (1664, 1248), "1:1": (1440, 1440), "3:4": (1248, 1664),
+              "9:16": (1088, 1920), "21:9": (2176, 928)},
+}  # fmt: skip
+
+
+def video_tokens(resolution: str, ratio: str, duration_s: int) -> int:
+    """The tokens Seedance bills for a clip: its pixels over every frame, per 1024."""
+    width, height = SIZES[resolution].get(ratio, SIZES[resolution]["16:9"])
+    return width * height * FPS * duration_s // 1024
+
+
 BOOLEAN_FIELDS = frozenset({"return_last_frame", "generate_audio", "draft", "camera_fixed", "watermark"})
 OPTIONAL_FIELDS = BOOLEAN_FIELDS | {
     "callback_url", "service_tier", "execution_expires_after", "resolution", "ratio", "duration", "frames",
@@ -93,7 +110,7 @@ def routes(farm: Farm) -> list[BaseRoute]:
         """Journal, injected fault, Bearer key and a 400 for a malformed body: shared by every route."""
 
         async def run(request: Request) -> Response:
-            body = await farm.record(request)
+            body = await farm.record(request, PROVIDER, step)
             fault = await farm.fault(PROVIDER, step)
             if fault is not None and fault.status is not None:
                 retry = {"Retry-After": f"{fault.retry_after:g}"} if fault.retry_after is not None else None
@@ -125,7 +142,7 @@ def routes(farm: Farm) -> list[BaseRoute]:
             return error_with(404, "InvalidEndpointOrModel.NotFound", "NotFound", message, "model")
         prompt = check_task(body)
         task = farm.create(PROVIDER, body["model"], prompt, "video", body)
-        return json_response({"id": ID_PREFIX + task.id})
+        return await farm.answer(PROVIDER, "submit", json_response({"id": ID_PREFIX + task.id}))
 
     async def get(request: Request, body: Any) -> Response:
         task = task_of(request)
@@ -146,7 +163,7 @@ def routes(farm: Farm) -> list[BaseRoute]:
         }
         if phase == "succeeded":
             root = str(request.url.replace(path="", query="")).rstrip("/")  # files live at the server root
-            tokens = record["duration"] * TOKENS_PER_S
+            tokens = video_tokens(record["resolution"], record["ratio"], record["duration"])
             record["content"] = {"video_url": root + task.file_path()}
             record["usage"] = {"completion_tokens": tokens, "total_tokens": tokens}
         elif phase in FAILURES:

@@ -126,7 +126,7 @@ def routes(farm: Farm) -> list[BaseRoute]:
     """BFL's create and get_result endpoints over ``farm``."""
 
     async def guard(request: Request, step: str) -> Any:
-        body = await farm.record(request)
+        body = await farm.record(request, PROVIDER, step)
         fault = await farm.fault(PROVIDER, step)
         if fault is not None and fault.status is not None:
             raise BflError(fault.status, f"injected fault {fault.status}", fault.retry_after)
@@ -145,7 +145,9 @@ def routes(farm: Farm) -> list[BaseRoute]:
             return exc.response()
         task = farm.create(PROVIDER, model, prompt, "image", body)
         polling_url = f"{mount_root(request)}/v1/get_result?id={quote(task.id, safe='')}"
-        return json_response({"id": task.id, "polling_url": polling_url})
+        return await farm.answer(
+            PROVIDER, "submit", json_response({"id": task.id, "polling_url": polling_url})
+        )
 
     async def get_result(request: Request) -> Response:
         task_id = request.query_params.get("id", "")

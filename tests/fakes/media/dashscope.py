@@ -58,7 +58,7 @@ def _error(
 
 async def _gate(request: Request, farm: Farm, step: str) -> tuple[Any, Response | None]:
     """Journal the call, then answer an injected fault or a missing key; the body when neither."""
-    body = await farm.record(request)
+    body = await farm.record(request, PROVIDER, step)
     fault = await farm.fault(PROVIDER, step)
     if fault is not None and fault.status is not None:
         return body, _error(fault.status, retry_after=fault.retry_after)
@@ -180,7 +180,8 @@ def routes(farm: Farm) -> list[BaseRoute]:
             return _error(400, "InvalidParameter", why)
         task = farm.create(PROVIDER, model, payload.get("prompt", ""), kind, body)
         output = {"task_id": task.id, "task_status": "PENDING"}
-        return json_response({"output": output, "request_id": str(uuid.uuid4())})
+        answer = {"output": output, "request_id": str(uuid.uuid4())}
+        return await farm.answer(PROVIDER, "submit", json_response(answer))
 
     async def video(request: Request) -> Response:
         return await submit(request, "video")

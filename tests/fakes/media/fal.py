@@ -151,7 +151,7 @@ def routes(farm: Farm) -> list[BaseRoute]:
     """fal's queue endpoints over ``farm``."""
 
     async def guard(request: Request, step: str) -> Any:
-        body = await farm.record(request)
+        body = await farm.record(request, PROVIDER, step)
         fault = await farm.fault(PROVIDER, step)
         if fault is not None and fault.status is not None:
             raise FalError(fault.status, {"detail": f"injected fault {fault.status}"}, fault.retry_after)
@@ -188,7 +188,8 @@ def routes(farm: Farm) -> list[BaseRoute]:
         except FalError as exc:
             return exc.response()
         task = farm.create(PROVIDER, model, prompt, "video" if is_video(model) else "image", body)
-        return json_response({"request_id": task.id, **urls(request, task), "queue_position": 0})
+        answer = {"request_id": task.id, **urls(request, task), "queue_position": 0}
+        return await farm.answer(PROVIDER, "submit", json_response(answer))
 
     async def status(request: Request) -> Response:
         try:

@@ -11,12 +11,23 @@ prompt, so a test picks a path without any fake-specific API:
 - ``[expire]``: once done, the task is gone (polls get the provider's not-found answer);
 - ``[hang]``: the task never finishes.
 
-Control API (JSON): ``POST /_media/reset``; ``POST /_media/config`` ``{"render_s", "output_bytes"}``;
+Control API (JSON): ``POST /_media/reset``; ``POST /_media/config`` ``{"render_s", "output_bytes",
+"options"}`` (``options``: per-fake switches, e.g. ``{"veo_operation_names": "short"}``);
 ``POST /_media/faults`` ``{"faults": [{"provider", "step", "status", "times", "retry_after",
-"delay_s"}]}`` where ``step`` is ``submit`` | ``poll`` | ``download`` | ``cancel`` (a ``delay_s`` with
-no ``status`` only delays the answer); ``GET /_media/requests`` (journal: method, path, query,
-headers lowercased, json); ``GET /_media/tasks`` (every task: id, provider, model, prompt, phase,
-canceled, polls, body).
+"delay_s", "hold_s", "answer_delay_s", "body"}]}`` where ``step`` is ``submit`` | ``poll`` |
+``download`` | ``cancel``. A fault acts at one moment of its step:
+
+- before the step, ``status`` answers instead of doing it (a ``delay_s`` with no ``status`` only
+  delays the answer, the step still done afterwards);
+- ``hold_s``: the request is left unread that long first; a caller gone by then never reached the
+  provider (nothing is journaled or done, as a server that never read a request does nothing);
+- after the step (the task exists now): ``answer_delay_s`` holds the answer back that long (a caller
+  that gives up or dies meanwhile leaves a task behind); ``body`` answers 200 with that text
+  instead of the documented answer (an answer the caller cannot read; the task exists all the same).
+
+``GET /_media/requests`` (journal: method, path, query, headers lowercased, json); ``GET /_media/tasks``
+(every task: id, provider, model, prompt, phase, canceled, polls, body); ``GET /_media/held`` (how
+many requests a ``hold_s`` fault is holding unread right now).
 """
 
 from __future__ import annotations
@@ -30,7 +41,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
 
@@ -95,6 +106,21 @@ class Fault:
     times: int
     retry_after: float | None = None
     delay_s: float = 0.0
+    hold_s: float = 0.0
+    answer_delay_s: float = 0.0
+    body: str | None = None
+
+    @property
+    def moment(self) -> str:
+        """When the fault acts: ``hold`` (before the request is read), ``after`` (the step done), else
+        ``before`` (the step not done yet)."""
+        if self.hold_s:
+            return "hold"
+        return "after" if self.answer_delay_s or self.body is not None else "before"
+
+
+class Dropped(Exception):
+    """The caller went away while its request was held unread: the provider never saw it."""
 
 
 @dataclass
@@ -107,6 +133,10 @@ class Farm:
     _ids: itertools.count[int] = field(default_factory=itertools.count)
     #: Off for benchmarks: journaling every request of a long run costs the fake more than it serves.
     keep_journal: bool = True
+    #: Per-fake switches (see each fake), set with ``/_media/config``'s ``options``.
+    options: dict[str, Any] = field(default_factory=dict)
+    #: Requests a ``hold_s`` fault holds unread right now.
+    held: int = 0
 
     def create(self, provider: str, model: str, prompt: str, kind: str, body: dict[str, Any]) -> FakeTask:
         outcome = next((o for o in OUTCOMES if f"[{o}]" in prompt), "succeed")
@@ -126,21 +156,51 @@ class Farm:
         task.polls += 1
         return task
 
-    async def fault(self, provider: str, step: str) -> Fault | None:
-        """The first queued fault for ``provider``'s ``step`` (consumed); a pure delay is slept here."""
+    def _take(self, provider: str, step: str, moment: str) -> Fault | None:
+        """The first queued fault for ``provider``'s ``step`` acting at ``moment``, consumed once."""
         for fault in self.faults:
-            if fault.provider == provider and fault.step == step:
+            if fault.provider == provider and fault.step == step and fault.moment == moment:
                 fault.times -= 1
                 if fault.times <= 0:
                     self.faults.remove(fault)
-                if fault.delay_s:
-                    await asyncio.sleep(fault.delay_s)
-                return fault if fault.status is not None else None
+                return fault
         return None
 
-    async def record(self, request: Request) -> Any:
-        """Journal the request; return its JSON body (None when absent or not JSON)."""
-        raw = await request.body()
+    async def fault(self, provider: str, step: str) -> Fault | None:
+        """The first queued fault for ``provider``'s ``step`` (consumed); a pure delay is slept here."""
+        fault = self._take(provider, step, "before")
+        if fault is not None and fault.delay_s:
+            await asyncio.sleep(fault.delay_s)
+        return fault if fault is not None and fault.status is not None else None
+
+    async def answer(self, provider: str, step: str, response: Response) -> Response:
+        """``response``, the step being done: held back, or replaced by an unreadable 200, by a fault."""
+        fault = self._take(provider, step, "after")
+        if fault is None:
+            return response
+        if fault.answer_delay_s:
+            await asyncio.sleep(fault.answer_delay_s)
+        if fault.body is not None:
+            return Response(fault.body.encode(), 200, media_type="application/json")
+        return response
+
+    async def record(self, request: Request, provider: str | None = None, step: str | None = None) -> Any:
+        """Journal the request; return its JSON body (None when absent or not JSON).
+
+        With ``provider`` and ``step``, a ``hold_s`` fault first leaves the request unread; a caller
+        gone by then raises :class:`Dropped` (answered by the app, journaled nowhere).
+        """
+        hold = self._take(provider, step, "hold") if provider and step else None
+        if hold is not None:
+            self.held += 1
+            try:
+                await asyncio.sleep(hold.hold_s)
+            finally:
+                self.held -= 1
+        try:
+            raw = await request.body()
+        except ClientDisconnect:
+            raise Dropped(request.url.path) from None
         try:
             body = orjson.loads(raw) if raw else None
         except orjson.JSONDecodeError:
@@ -184,6 +244,7 @@ def control_routes(farm: Farm) -> list[Route]:
         farm.tasks.clear()
         farm.journal.clear()
         farm.faults.clear()
+        farm.options.clear()
         farm.render_s, farm.output_bytes = 0.6, 65_536
         return json_response({"reset": True})
 
@@ -191,7 +252,10 @@ def control_routes(farm: Farm) -> list[Route]:
         body = orjson.loads(await request.body() or b"{}")
         farm.render_s = float(body.get("render_s", farm.render_s))
         farm.output_bytes = int(body.get("output_bytes", farm.output_bytes))
-        return json_response({"render_s": farm.render_s, "output_bytes": farm.output_bytes})
+        farm.options.update(body.get("options") or {})
+        return json_response(
+            {"render_s": farm.render_s, "output_bytes": farm.output_bytes, "options": farm.options}
+        )
 
     async def faults(request: Request) -> Response:
         body = orjson.loads(await request.body() or b"{}")
@@ -206,12 +270,18 @@ def control_routes(farm: Farm) -> list[Route]:
                     int(spec.get("times", 1)),
                     spec.get("retry_after"),
                     float(spec.get("delay_s", 0.0)),
+                    float(spec.get("hold_s", 0.0)),
+                    float(spec.get("answer_delay_s", 0.0)),
+                    spec.get("body"),
                 )
             )
         return json_response({"pending": len(farm.faults)}, 201)
 
     async def requests(request: Request) -> Response:
         return json_response(farm.journal)
+
+    async def held(request: Request) -> Response:
+        return json_response({"held": farm.held})
 
     async def tasks(request: Request) -> Response:
         return json_response(
@@ -252,6 +322,7 @@ def control_routes(farm: Farm) -> list[Route]:
         Route("/_media/config", config, methods=["POST"]),
         Route("/_media/faults", faults, methods=["POST"]),
         Route("/_media/requests", requests, methods=["GET"]),
+        Route("/_media/held", held, methods=["GET"]),
         Route("/_media/tasks", tasks, methods=["GET"]),
         Route("/_media/redirect", redirect, methods=["GET"]),
         Route("/files/{task_id}/{index:int}.{ext}", files, methods=["GET"]),

@@ -4,9 +4,11 @@ Speaks Kling's documented wire format over the shared render farm:
 
 - ``POST /v1/videos/text2video`` and ``POST /v1/videos/image2video`` → ``{code: 0, message: "SUCCEED",
   request_id, data: {task_id, task_status: "submitted", task_info, created_at, updated_at}}``;
-- ``GET /v1/videos/{text2video|image2video}/{task_id}`` (the path must match the create call) →
-  ``data.task_status`` ``submitted`` → ``processing`` → ``succeed`` (``task_result.videos[{id, url,
-  duration}]``) | ``failed`` (``task_status_msg``).
+- ``GET /v1/videos/{text2video|image2video}/{id}`` (the path must match the create call), where ``id``
+  is the task id or the ``external_task_id`` the create call named the task with (Kling's query takes
+  either) → ``data.task_status`` ``submitted`` → ``processing`` → ``succeed`` (``task_result.videos[{id,
+  url, duration}]``) | ``failed`` (``task_status_msg``); ``data.task_info.external_task_id`` echoes the
+  caller's name for the task.
 
 Errors are Kling's envelope ``{code, message, request_id}`` with the HTTP status Kling's docs pair with
 the code: 401 + 1000-1004 (auth), 400 + 1201 (bad parameters), 404 + 1203 (no such task), 429 + 1302
@@ -19,7 +21,8 @@ signature verifies with that key's secret; ``nbf``/``exp`` are enforced.
 Assumptions (not in Kling's public docs): unknown body fields are refused with 1201 (Kling may ignore
 them; refusing catches an adapter sending a field under the wrong name); a moderated task fails with
 "Failure to pass the risk control system"; a video's ``duration`` is the requested length plus 0.1 s
-(Kling reports the rendered length, e.g. ``"5.1"``).
+(Kling reports the rendered length, e.g. ``"5.1"``); an ``external_task_id`` already used in the account
+(the docs say it must be unique there) is refused with 400 + 1201, creating nothing.
 """
 
 from __future__ import annotations
@@ -168,7 +171,7 @@ def task_record(request: Request, task: FakeTask) -> dict[str, Any]:
         "task_id": task.id,
         "task_status": PHASES.get(phase, "failed"),
         "task_status_msg": FAILURES.get(phase, ""),
-        "task_info": {},
+        "task_info": info(task),
         "created_at": created_ms,
         "updated_at": int(time.time() * 1000),
     }
@@ -181,6 +184,12 @@ def task_record(request: Request, task: FakeTask) -> dict[str, Any]:
     return record
 
 
+def info(task: FakeTask) -> dict[str, Any]:
+    """``task_info``: the creation parameters Kling echoes (the caller's name for the task)."""
+    external = task.body.get("external_task_id")
+    return {"external_task_id": external} if external else {}
+
+
 def path_of(task: FakeTask) -> str:
     """The create path a task came from (only image2video bodies carry an image)."""
     return "image2video" if "image" in task.body else "text2video"
@@ -190,7 +199,7 @@ def routes(farm: Farm) -> list[BaseRoute]:
     """Kling's create and query endpoints over ``farm``."""
 
     async def guard(request: Request, step: str) -> Any:
-        body = await farm.record(request)
+        body = await farm.record(request, PROVIDER, step)
         if request.path_params["path"] not in FIELDS:
             raise KlingError(404, 1203, "Requested resource does not exist")
         fault = await farm.fault(PROVIDER, step)
@@ -207,16 +216,28 @@ def routes(farm: Farm) -> list[BaseRoute]:
             prompt = check_body(path, body)
         except KlingError as exc:
             return exc.response()
+        external = body.get("external_task_id") or None
+        if external is not None and (not isinstance(external, str) or named(external) is not None):
+            return KlingError(400, 1201, "Invalid parameters: external_task_id already exists").response()
         task = farm.create(PROVIDER, body.get("model_name", "kling-v1"), prompt, "video", body)
         created_ms = int(task.created_at * 1000)
-        data: dict[str, Any] = {"task_id": task.id, "task_status": "submitted", "task_info": {}}
+        data: dict[str, Any] = {"task_id": task.id, "task_status": "submitted", "task_info": info(task)}
         data |= {"created_at": created_ms, "updated_at": created_ms}
-        return json_response({"code": 0, "message": "SUCCEED", "request_id": uuid.uuid4().hex, "data": data})
+        answer = {"code": 0, "message": "SUCCEED", "request_id": uuid.uuid4().hex, "data": data}
+        return await farm.answer(PROVIDER, "submit", json_response(answer))
+
+    def named(external: str) -> FakeTask | None:
+        """The task the account created under ``external_task_id``, if any."""
+        found = (t for t in farm.tasks.values() if t.provider == PROVIDER)
+        return next((t for t in found if t.body.get("external_task_id") == external), None)
 
     async def query(request: Request) -> Response:
         try:
             await guard(request, "poll")
-            task = farm.find(request.path_params["task_id"], PROVIDER)
+            wanted = request.path_params["task_id"]
+            task = farm.find(wanted, PROVIDER)
+            if task is None and (by_name := named(wanted)) is not None:
+                task = farm.find(by_name.id, PROVIDER)
             if task is None or path_of(task) != request.path_params["path"]:
                 raise KlingError(404, 1203, "Requested resource does not exist: task not found")
         except KlingError as exc:

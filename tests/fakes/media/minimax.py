@@ -105,7 +105,7 @@ def routes(farm: Farm) -> list[BaseRoute]:
         """Journal, injected fault, Bearer key and a 2013 for a malformed body: shared by every route."""
 
         async def run(request: Request) -> Response:
-            body = await farm.record(request)
+            body = await farm.record(request, PROVIDER, step)
             fault = await farm.fault(PROVIDER, step)
             if fault is not None and fault.status is not None:
                 retry = {"Retry-After": f"{fault.retry_after:g}"} if fault.retry_after is not None else None
@@ -154,7 +154,8 @@ def routes(farm: Farm) -> list[BaseRoute]:
     async def create(request: Request, body: dict[str, Any]) -> Response:
         check_video(body)
         task = farm.create(PROVIDER, body["model"], str(body.get("prompt", "")), "video", body)
-        return json_response({"task_id": task.id, "base_resp": base_resp()})
+        answer = {"task_id": task.id, "base_resp": base_resp()}
+        return await farm.answer(PROVIDER, "submit", json_response(answer))
 
     async def query(request: Request, body: Any) -> Response:
         task_id = request.query_params.get("task_id", "")

@@ -6,6 +6,8 @@ Mounted under ``/veo`` by :mod:`tests.fakes.media.app`; tasks live on the shared
   mimeType}}], parameters: {aspectRatio, durationSeconds, resolution, negativePrompt?,
   personGeneration?}}`` → ``{name: "models/{model}/operations/{id}"}``. Like Google it refuses unknown
   fields, aspect ratios other than 16:9 / 9:16, durations other than 4 / 6 / 8, and 1080p below 8 s.
+  With the farm option ``veo_operation_names = "short"`` the name is ``operations/{id}`` instead (the
+  form Google's generic Operations service uses), polled at ``GET /v1beta/operations/{id}``.
 - ``GET /v1beta/models/{model}/operations/{id}`` → ``{name}`` while rendering; when done
   ``{name, done: true, response: {generateVideoResponse: {generatedSamples: [{video: {uri}}]}}}``.
   ``[fail]`` ends with ``error: {code: 13, status: "INTERNAL"}``; ``[moderate]`` with
@@ -49,7 +51,7 @@ def _error(status: int, message: str, retry_after: float | None = None) -> Respo
 
 async def _gate(request: Request, farm: Farm, step: str) -> tuple[Any, Response | None]:
     """Journal the call, then answer an injected fault or a missing key; the body when neither."""
-    body = await farm.record(request)
+    body = await farm.record(request, PROVIDER, step)
     fault = await farm.fault(PROVIDER, step)
     if fault is not None and fault.status is not None:
         return body, _error(fault.status, f"injected {step} fault", fault.retry_after)
@@ -107,9 +109,15 @@ def _invalid_image(image: Any) -> str | None:
     return None
 
 
-def _operation(request: Request, task: FakeTask) -> dict[str, Any]:
+def _name(farm: Farm, task: FakeTask) -> str:
+    """The operation's name, in the form the farm's options ask for."""
+    if farm.options.get("veo_operation_names") == "short":
+        return f"operations/{task.id}"
+    return f"models/{task.model}/operations/{task.id}"
+
+
+def _operation(request: Request, task: FakeTask, name: str) -> dict[str, Any]:
     """The operation resource as Google shows it in ``task``'s current phase."""
-    name = f"models/{task.model}/operations/{task.id}"
     phase = task.phase()
     if phase in ("queued", "running"):
         return {"name": name}
@@ -153,16 +161,18 @@ def routes(farm: Farm) -> list[BaseRoute]:
         if (why := _invalid(body)) is not None:
             return _error(400, why)
         task = farm.create(PROVIDER, model, body["instances"][0]["prompt"], "video", body)
-        return json_response({"name": f"models/{model}/operations/{task.id}"})
+        return await farm.answer(PROVIDER, "submit", json_response({"name": _name(farm, task)}))
 
     async def operation(request: Request) -> Response:
         _, refused = await _gate(request, farm, "poll")
         if refused is not None:
             return refused
         task = farm.find(request.path_params["operation_id"], PROVIDER)
-        if task is None or task.model != request.path_params["model"]:
+        model = request.path_params.get("model")
+        if task is None or (model is not None and task.model != model):
             return _error(404, "Requested entity was not found.")
-        return json_response(_operation(request, task))
+        name = f"models/{model}/operations/{task.id}" if model else f"operations/{task.id}"
+        return json_response(_operation(request, task, name))
 
     async def download(request: Request) -> Response:
         _, refused = await _gate(request, farm, "download")
@@ -179,5 +189,6 @@ def routes(farm: Farm) -> list[BaseRoute]:
     return [
         Route("/v1beta/models/{model_action}", predict, methods=["POST"]),
         Route("/v1beta/models/{model}/operations/{operation_id}", operation, methods=["GET"]),
+        Route("/v1beta/operations/{operation_id}", operation, methods=["GET"]),
         Route("/v1beta/files/{file_action}", download, methods=["GET"], name="veo_download"),
     ]
